@@ -1,0 +1,96 @@
+"""Measure routing decisions per second (decide then update) of each policy on one core.
+
+Contexts are precomputed unit vectors, as a replay with cached embeddings sees them, so
+the figures cover the policy alone. BLAS is limited to one thread. Run:
+
+    python experiments/bench_policy.py [--dimension 384] [--models 9] [--steps 20000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+
+import numpy as np
+from threadpoolctl import threadpool_info, threadpool_limits
+
+from banditroute.catalog import Catalog, ModelSpec
+from banditroute.policies import make_policy
+
+TARGET_THOMPSON_DECISIONS_PER_SECOND = 5_000
+POLICIES = ("thompson", "linucb", "epsilon-greedy", "thompson-noncontextual")
+
+
+def parse_arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dimension", type=int, default=384, help="embedding size")
+    parser.add_argument("--models", type=int, default=9, help="catalog size")
+    parser.add_argument(
+        "--steps", type=int, default=20_000, help="decisions per policy"
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    return parser.parse_args()
+
+
+def make_catalog(n_models: int) -> Catalog:
+    return Catalog(
+        ModelSpec(f"model-{i}", 0.1 * (i + 1), 0.2 * (i + 1)) for i in range(n_models)
+    )
+
+
+def make_contexts(rng: np.random.Generator, steps: int, dimension: int) -> np.ndarray:
+    embeddings = rng.standard_normal((steps, dimension)).astype(np.float32)
+    embeddings /= np.linalg.norm(embeddings, axis=1, keepdims=True)
+    bias = np.ones((steps, 1), dtype=np.float32)
+    return np.hstack([bias, embeddings])
+
+
+def measure(name: str, catalog: Catalog, contexts: np.ndarray, seed: int) -> float:
+    """Return decisions per second of ``name``, each context decided then updated."""
+    rng = np.random.default_rng(seed)
+    policy = make_policy(name, catalog, contexts.shape[1], rng)
+    qualities = rng.random(len(contexts))
+
+    start = time.perf_counter()
+    for context, quality in zip(contexts, qualities, strict=True):
+        decision = policy.decide(context, input_tokens=200, cost_weight=0.0)
+        policy.update(decision.model_index, context, quality, output_tokens=256)
+    elapsed = time.perf_counter() - start
+    return len(contexts) / elapsed
+
+
+def main() -> None:
+    arguments = parse_arguments()
+    rng = np.random.default_rng(arguments.seed)
+    catalog = make_catalog(arguments.models)
+    contexts = make_contexts(rng, arguments.steps, arguments.dimension)
+
+    with threadpool_limits(limits=1):
+        blas = ", ".join(
+            f"{pool['internal_api']} {pool.get('version', '?')}"
+            for pool in threadpool_info()
+        )
+        print(f"machine: {platform.processor() or platform.machine()}, BLAS: {blas}")
+        print(
+            f"d = {arguments.dimension} (+1 bias), K = {arguments.models}, "
+            f"{arguments.steps} decide+update steps per policy"
+        )
+        print(f"{'policy':<24}{'decisions/s':>14}{'us/decision':>14}")
+        results = {}
+        for name in POLICIES:
+            rate = measure(name, catalog, contexts, arguments.seed)
+            results[name] = rate
+            print(f"{name:<24}{rate:>14,.0f}{1e6 / rate:>14.1f}")
+
+    thompson = results["thompson"]
+    verdict = "met" if thompson >= TARGET_THOMPSON_DECISIONS_PER_SECOND else "MISSED"
+    print(
+        f"target: thompson >= {TARGET_THOMPSON_DECISIONS_PER_SECOND:,}/s -> "
+        f"{thompson:,.0f}/s ({verdict}); "
+        f"thompson / linucb = {thompson / results['linucb']:.2f}"
+    )
+
+
+if __name__ == "__main__":
+    main()

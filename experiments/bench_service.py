@@ -1,0 +1,463 @@
+"""Benchmark of `banditroute serve` against a real Redis and the real encoder.
+
+Measures, with 1 and with 2 server processes:
+- /route latency (p50, p99) and throughput under 16 concurrent clients,
+- /feedback latency (p99) and accepted events per second under the same load,
+- the time from an accepted feedback to every server's posterior including it (p99),
+  found by polling each server's /stats,
+and, in the same run, the encoder's own time for one prompt and its batched throughput.
+Prompts are about 20 words. The load generator is an asyncio httpx client that runs in
+its own process, so its CPU use does not slow down this script's bookkeeping.
+
+Each server process listens on its own port (``--workers 1``), so that the propagation
+probe can ask every process for its posterior; the load generator sends requests to the
+ports in turn. A private redis-server is started on a free port unless ``--redis-url``
+is given. All traffic stays on 127.0.0.1.
+
+Usage: python experiments/bench_service.py [--routes 2000] [--feedback 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+HOST = "127.0.0.1"
+CONCURRENCY = 16
+PROMPT_WORDS = 20
+WARMUP_ROUTES = 64
+BATCH_SIZE = 32
+SERVER_START_TIMEOUT_SECONDS = 120.0
+PROPAGATION_TIMEOUT_SECONDS = 5.0
+
+CATALOG = [
+    {"name": "claude-sonnet-4", "input_usd_per_mtok": 3.0, "output_usd_per_mtok": 15.0},
+    {"name": "gpt-4.1-mini", "input_usd_per_mtok": 0.4, "output_usd_per_mtok": 1.6},
+    {
+        "name": "llama-3.1-8b-instruct",
+        "input_usd_per_mtok": 0.18,
+        "output_usd_per_mtok": 0.18,
+    },
+    {
+        "name": "qwen2.5-7b-instruct",
+        "input_usd_per_mtok": 0.3,
+        "output_usd_per_mtok": 0.3,
+    },
+]
+
+VOCABULARY = (
+    "explain write summarize translate compare list describe prove compute sort "
+    "python function recursion database index query latency cache network proof "
+    "theorem integral matrix vector poem story email letter recipe travel budget "
+    "history war economy climate energy battery solar market price contract law "
+    "court patient symptom diet exercise sleep memory neuron galaxy planet orbit "
+    "quantum particle chemistry reaction acid enzyme protein gene cell river mountain"
+).split()
+
+
+# Measurements
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q)) if values else float("nan")
+
+
+def make_prompts(count: int, seed: int) -> list[str]:
+    rng = np.random.default_rng(seed)
+    words = rng.choice(VOCABULARY, size=(count, PROMPT_WORDS))
+    return [" ".join(row) + f" #{i}" for i, row in enumerate(words)]
+
+
+def measure_encoder(samples: int) -> dict[str, float]:
+    """Return the encoder's median time for one prompt and its batched throughput."""
+    from banditroute.encoder import Encoder
+
+    encoder = Encoder()
+    prompts = make_prompts(samples + 512, seed=1)
+    encoder.encode(prompts[:BATCH_SIZE])
+
+    single = []
+    for prompt in prompts[:samples]:
+        started = time.perf_counter()
+        encoder.encode([prompt])
+        single.append(time.perf_counter() - started)
+
+    batched = prompts[samples:]
+    started = time.perf_counter()
+    for start in range(0, len(batched), BATCH_SIZE):
+        encoder.encode(batched[start : start + BATCH_SIZE])
+    elapsed = time.perf_counter() - started
+    return {
+        "single_ms": percentile(single, 50) * 1000,
+        "batched_per_second": len(batched) / elapsed,
+    }
+
+
+# Load generator (runs in its own process)
+
+
+async def _route_phase(
+    client: httpx.AsyncClient, urls: list[str], prompts: list[str]
+) -> tuple[list[float], list[str], float]:
+    queue: asyncio.Queue[tuple[int, str]] = asyncio.Queue()
+    for item in enumerate(prompts):
+        queue.put_nowait(item)
+    latencies: list[float] = []
+    decision_ids: list[str] = [""] * len(prompts)
+
+    async def worker() -> None:
+        while not queue.empty():
+            index, prompt = queue.get_nowait()
+            url = urls[index % len(urls)]
+            started = time.perf_counter()
+            response = await client.post(f"{url}/route", json={"prompt": prompt})
+            latencies.append(time.perf_counter() - started)
+            response.raise_for_status()
+            decision_ids[index] = response.json()["decision_id"]
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+    return latencies, decision_ids, time.perf_counter() - started
+
+
+async def _feedback_phase(
+    client: httpx.AsyncClient, urls: list[str], decision_ids: list[str], seed: int
+) -> tuple[list[float], int, float]:
+    rng = np.random.default_rng(seed)
+    ratings = rng.integers(1, 6, size=len(decision_ids))
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for index in range(len(decision_ids)):
+        queue.put_nowait(index)
+    latencies: list[float] = []
+    accepted = 0
+
+    async def worker() -> None:
+        nonlocal accepted
+        while not queue.empty():
+            index = queue.get_nowait()
+            body = {
+                "decision_id": decision_ids[index],
+                "rating": int(ratings[index]),
+                "scale": "stars_5",
+                "output_tokens": 200,
+            }
+            started = time.perf_counter()
+            response = await client.post(
+                f"{urls[index % len(urls)]}/feedback", json=body
+            )
+            latencies.append(time.perf_counter() - started)
+            response.raise_for_status()
+            if not response.json()["duplicate"]:
+                accepted += 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+    return latencies, accepted, time.perf_counter() - started
+
+
+def stream_position(event_id: str) -> tuple[int, int]:
+    milliseconds, _, sequence = event_id.partition("-")
+    return int(milliseconds), int(sequence or 0)
+
+
+async def _propagation_phase(
+    client: httpx.AsyncClient, urls: list[str], decision_ids: list[str]
+) -> list[float]:
+    """Send feedback one at a time and time until every server has applied it."""
+    delays = []
+    for index, decision_id in enumerate(decision_ids):
+        body = {"decision_id": decision_id, "rating": 1, "scale": "thumbs"}
+        started = time.perf_counter()
+        response = await client.post(f"{urls[index % len(urls)]}/feedback", json=body)
+        response.raise_for_status()
+        target = stream_position(response.json()["event_id"])
+
+        pending = set(urls)
+        while pending and time.perf_counter() - started < PROPAGATION_TIMEOUT_SECONDS:
+            for url in list(pending):
+                stats = await client.get(f"{url}/stats", params={"digest": "false"})
+                last = stats.json()["posterior"]["last_event_id"]
+                if last and stream_position(last) >= target:
+                    pending.discard(url)
+        if pending:
+            raise RuntimeError(
+                f"Event {response.json()['event_id']} did not reach {sorted(pending)} "
+                f"within {PROPAGATION_TIMEOUT_SECONDS} s."
+            )
+        delays.append(time.perf_counter() - started)
+    return delays
+
+
+async def run_load(parameters: dict[str, Any]) -> dict[str, Any]:
+    urls = parameters["urls"]
+    limits = httpx.Limits(max_connections=CONCURRENCY * 2)
+    async with httpx.AsyncClient(timeout=30.0, limits=limits) as client:
+        await _route_phase(client, urls, make_prompts(WARMUP_ROUTES, seed=2))
+
+        prompts = make_prompts(parameters["routes"], seed=3)
+        route_latencies, decision_ids, route_seconds = await _route_phase(
+            client, urls, prompts
+        )
+
+        feedback_ids = decision_ids[: parameters["feedback"]]
+        probe_ids = decision_ids[parameters["feedback"] :][: parameters["probes"]]
+        feedback_latencies, accepted, feedback_seconds = await _feedback_phase(
+            client, urls, feedback_ids, seed=4
+        )
+        propagation = await _propagation_phase(client, urls, probe_ids)
+
+    return {
+        "route_p50_ms": percentile(route_latencies, 50) * 1000,
+        "route_p99_ms": percentile(route_latencies, 99) * 1000,
+        "route_per_second": len(route_latencies) / route_seconds,
+        "feedback_p50_ms": percentile(feedback_latencies, 50) * 1000,
+        "feedback_p99_ms": percentile(feedback_latencies, 99) * 1000,
+        "feedback_per_second": accepted / feedback_seconds,
+        "feedback_accepted": accepted,
+        "propagation_p50_ms": percentile(propagation, 50) * 1000,
+        "propagation_p99_ms": percentile(propagation, 99) * 1000,
+        "propagation_samples": len(propagation),
+    }
+
+
+# Servers
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(check: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"{what} did not become ready within {timeout:.0f} s.")
+
+
+@dataclass
+class RedisProcess:
+    process: subprocess.Popen[bytes]
+    url: str
+
+    @classmethod
+    def start(cls, folder: Path) -> RedisProcess:
+        executable = shutil.which("redis-server")
+        if executable is None:
+            raise SystemExit("redis-server not found; install it or pass --redis-url.")
+        port = free_port()
+        process = subprocess.Popen(
+            [executable, "--port", str(port), "--bind", HOST, "--save", ""]
+            + ["--appendonly", "no", "--dir", str(folder)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        redis = cls(process, f"redis://{HOST}:{port}/0")
+
+        def answers() -> bool:
+            try:
+                with socket.create_connection((HOST, port), timeout=0.2):
+                    return True
+            except OSError:
+                return False
+
+        wait_until(answers, 10.0, "redis-server")
+        return redis
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)
+
+
+def start_servers(
+    count: int, redis_url: str, namespace: str, folder: Path
+) -> tuple[list[subprocess.Popen[bytes]], list[str]]:
+    config = folder / f"service-{namespace}.yaml"
+    config.write_text(
+        json.dumps(
+            {
+                "catalog": CATALOG,
+                "redis_url": redis_url,
+                "redis_namespace": namespace,
+                "cost_weight": 10.0,
+                "torch_threads": max(1, (os.cpu_count() or 1) // count),
+            }
+        )
+    )
+    executable = Path(sys.executable).with_name("banditroute")
+    processes, urls = [], []
+    for index in range(count):
+        port = free_port()
+        log = (folder / f"{namespace}-{index}.log").open("wb")
+        processes.append(
+            subprocess.Popen(
+                [str(executable), "serve", "--config", str(config)]
+                + ["--port", str(port), "--workers", "1", "--log-level", "WARNING"],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        )
+        urls.append(f"http://{HOST}:{port}")
+
+    for url, process in zip(urls, processes, strict=True):
+        wait_until(
+            lambda url=url, process=process: _is_ready(url, process),
+            SERVER_START_TIMEOUT_SECONDS,
+            f"Server {url}",
+        )
+    return processes, urls
+
+
+def _is_ready(url: str, process: subprocess.Popen[bytes]) -> bool:
+    if process.poll() is not None:
+        raise RuntimeError(f"Server {url} exited with status {process.returncode}.")
+    try:
+        return httpx.get(f"{url}/readyz", timeout=1.0).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def stop_servers(processes: list[subprocess.Popen[bytes]]) -> None:
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def run_with_servers(
+    workers: int, redis_url: str, folder: Path, arguments: argparse.Namespace
+) -> dict[str, Any]:
+    namespace = f"bench-{workers}-{os.getpid()}-{time.time_ns()}"
+    processes, urls = start_servers(workers, redis_url, namespace, folder)
+    try:
+        parameters = {
+            "urls": urls,
+            "routes": arguments.routes,
+            "feedback": min(arguments.feedback, arguments.routes),
+            "probes": arguments.probes,
+        }
+        parameters["routes"] = max(
+            arguments.routes, parameters["feedback"] + arguments.probes
+        )
+        generator = subprocess.run(
+            [sys.executable, __file__, "--load-generator", json.dumps(parameters)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if generator.returncode != 0:
+            raise RuntimeError(f"The load generator failed:\n{generator.stderr}")
+        return json.loads(generator.stdout)
+    finally:
+        stop_servers(processes)
+
+
+# Report
+
+
+def print_table(encoder: dict[str, float], results: dict[int, dict[str, Any]]) -> None:
+    single = encoder["single_ms"]
+    batched = encoder["batched_per_second"]
+    print(
+        f"\nEncoder alone: {single:.2f} ms for one prompt (median), "
+        f"{batched:.0f} prompts/s in batches of {BATCH_SIZE}"
+    )
+    print(f"CPUs: {os.cpu_count()}; {CONCURRENCY} concurrent clients\n")
+
+    rows = [
+        ("/route p50 ms", "route_p50_ms", f"<= {3 * single:.1f} (3x encoder)", 3 * single, "max"),
+        ("/route p99 ms", "route_p99_ms", "< 100", 100.0, "max"),
+        ("/route per s", "route_per_second", f">= {batched / 2:.0f} (encoder/2)", batched / 2, "min"),
+        ("/feedback per s", "feedback_per_second", ">= 1000", 1000.0, "min"),
+        ("/feedback p99 ms", "feedback_p99_ms", "< 20", 20.0, "max"),
+        ("propagation p99 ms", "propagation_p99_ms", "< 100", 100.0, "max"),
+    ]  # fmt: skip
+    columns = sorted(results)
+    header = f"{'metric':<20}" + "".join(f"{f'{w} worker(s)':>14}" for w in columns)
+    print(header + f"  {'target':<24}")
+    for label, key, target_text, bound, kind in rows:
+        cells = ""
+        for workers in columns:
+            value = results[workers][key]
+            met = value <= bound if kind == "max" else value >= bound
+            cells += f"{value:>12.1f} {'✓' if met else '✗'}"
+        print(f"{label:<20}{cells}  {target_text:<24}")
+
+    print("\nOther figures:")
+    for workers in columns:
+        result = results[workers]
+        print(
+            f"  {workers} worker(s): /feedback p50 {result['feedback_p50_ms']:.1f} ms, "
+            f"{result['feedback_accepted']} events accepted; propagation p50 "
+            f"{result['propagation_p50_ms']:.1f} ms over "
+            f"{result['propagation_samples']} samples"
+        )
+
+
+def parse_arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--routes", type=int, default=2000, help="Routed requests.")
+    parser.add_argument("--feedback", type=int, default=2000, help="Feedback sent.")
+    parser.add_argument(
+        "--probes", type=int, default=200, help="Feedback timed until propagated."
+    )
+    parser.add_argument(
+        "--encoder-samples", type=int, default=100, help="Single-prompt encodings."
+    )
+    parser.add_argument(
+        "--workers", default="1,2", help="Comma-separated server process counts."
+    )
+    parser.add_argument(
+        "--redis-url", help="Use this Redis instead of a private redis-server."
+    )
+    parser.add_argument("--load-generator", help=argparse.SUPPRESS)
+    return parser.parse_args()
+
+
+def main() -> None:
+    arguments = parse_arguments()
+    if arguments.load_generator is not None:
+        result = asyncio.run(run_load(json.loads(arguments.load_generator)))
+        print(json.dumps(result))
+        return
+
+    encoder = measure_encoder(arguments.encoder_samples)
+    worker_counts = [int(item) for item in arguments.workers.split(",")]
+    with tempfile.TemporaryDirectory(prefix="bench-service-") as folder_name:
+        folder = Path(folder_name)
+        redis = None if arguments.redis_url else RedisProcess.start(folder)
+        redis_url = arguments.redis_url or redis.url
+        try:
+            results = {
+                workers: run_with_servers(workers, redis_url, folder, arguments)
+                for workers in worker_counts
+            }
+        finally:
+            if redis is not None:
+                redis.stop()
+    print_table(encoder, results)
+
+
+if __name__ == "__main__":
+    main()

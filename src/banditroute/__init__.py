@@ -1,0 +1,3 @@
+"""banditroute: route each LLM request to the model a contextual bandit expects to serve it best."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1036 @@
+"""The HTTP routing service: ``create_app`` builds the FastAPI app.
+
+``POST /route`` embeds the prompt, builds its context and asks the in-memory posterior
+for a model. ``POST /feedback`` appends the rating to the event stream that every
+server process applies in the same order (see ``banditroute.replica``). The request
+path reads no matrices from the store. It writes only the decision record and the
+feedback event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import FastAPI, Query, Request, Response
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from banditroute.batcher import EncodingBatcher
+from banditroute.catalog import Catalog
+from banditroute.encoder import Encoder
+from banditroute.errors import BanditRouteError, EmptyPromptError, UnknownModelError
+from banditroute.events import DecisionRecord, new_decision_id
+from banditroute.features import FeatureBuilder
+from banditroute.feedback import (
+    FeedbackRecorder,
+    FeedbackReport,
+    FeedbackSource,
+    InvalidFieldError,
+    RatingScale,
+    RequestError,
+)
+from banditroute.metrics import ServiceMetrics
+from banditroute.policies.thompson import ContextualThompsonSampling
+from banditroute.replica import PosteriorReplica
+from banditroute.settings import ServiceSettings, load_settings
+from banditroute.store import MemoryStore, RedisStore, Store, StoreUnavailable
+
+logger = logging.getLogger(__name__)
+
+REPLICA_STOP_TIMEOUT_SECONDS = 2.0
+
+
+# Request and response bodies
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    role: str = Field(min_length=1)
+    content: str
+
+
+class RouteRequest(BaseModel):
+    """A request to route; send exactly one of ``prompt`` and ``messages``."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    prompt: str | None = None
+    messages: list[ChatMessage] | None = None
+    """Chat messages; their contents, joined by newlines, are embedded."""
+    metadata: dict[str, Any] | None = None
+    """Values of the metadata features in the settings; other keys are ignored."""
+    allowed_models: list[str] | None = None
+    """Catalog names the router may choose from; default: every model."""
+    cost_weight: float | None = Field(None, ge=0, allow_inf_nan=False)
+    """Quality points given up to save one USD; default: the service setting."""
+    max_cost_usd: float | None = Field(None, gt=0, allow_inf_nan=False)
+    """Only models whose expected cost in USD is at most this are chosen."""
+
+
+class RouteResponse(BaseModel):
+    decision_id: str
+    model: str
+    expected_cost_usd: float
+    """Expected cost of the chosen model for this request, in USD."""
+    propensity: float
+    """Estimated probability that the router chooses this model for this request."""
+    truncated: bool
+    """True when the prompt exceeded the encoder's max sequence length."""
+    posterior_version: int
+    """Feedback events applied to the posterior that made this decision."""
+    degraded: bool
+    """True when the decision record could not be stored, so feedback returns 404."""
+
+
+RatingValue = Annotated[
+    bool | float | None,
+    WithJsonSchema(
+        {"anyOf": [{"type": "boolean"}, {"type": "number"}, {"type": "null"}]}
+    ),
+]
+
+
+class FeedbackRequest(BaseModel):
+    """The outcome of one routed request."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    decision_id: str = Field(min_length=1, max_length=256)
+    rating: RatingValue = None
+    scale: RatingScale | None = Field(None, strict=False)
+    source: FeedbackSource = Field(FeedbackSource.USER, strict=False)
+    input_tokens: int | None = Field(None, ge=0)
+    output_tokens: int | None = Field(None, ge=0)
+    cost_usd: float | None = Field(None, ge=0, allow_inf_nan=False)
+    latency_ms: float | None = Field(None, ge=0, allow_inf_nan=False)
+    error: bool = False
+    """True for a failed call; without a rating, it counts as quality 0."""
+
+    @field_validator("rating", mode="plain")
+    @classmethod
+    def _rating_is_a_number(cls, value: object) -> bool | float | None:
+        # A plain validator keeps the error location at "rating", where a union of
+        # types would add the name of each member type to it.
+        if value is None or isinstance(value, bool | int | float):
+            return value
+        raise ValueError("rating must be a number or a boolean")
+
+
+class FeedbackResponse(BaseModel):
+    accepted: bool
+    duplicate: bool
+    """True when feedback for this decision was already recorded; nothing changed."""
+    event_id: str
+
+
+class ErrorResponse(BaseModel):
+    error: str
+    message: str
+    field: str | None = None
+    value: Any = None
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorResponse} for status in (400, 404, 410, 413, 415, 422, 503)
+}
+
+
+# Errors
+
+
+class MalformedBodyError(RequestError):
+    """The body is not valid UTF-8 JSON."""
+
+    status_code = 400
+    error_code = "malformed_body"
+
+
+class BodyTooLargeError(RequestError):
+    status_code = 413
+    error_code = "body_too_large"
+
+
+class UnsupportedMediaTypeError(RequestError):
+    status_code = 415
+    error_code = "unsupported_media_type"
+
+
+def error_response(error: Exception, request: Request | None = None) -> JSONResponse:
+    """Map each error class to its status code and an ``ErrorResponse`` body."""
+    headers: dict[str, str] = {}
+    if isinstance(error, RequestError):
+        status = error.status_code
+        body = ErrorResponse(
+            error=error.error_code,
+            message=error.message,
+            field=error.field,
+            value=_json_value(error.value),
+        )
+    elif isinstance(error, RequestValidationError):
+        status, body = 422, _validation_error_body(error)
+    elif isinstance(error, StoreUnavailable):
+        status = 503
+        retry_after = _retry_after_seconds(request)
+        headers["Retry-After"] = str(retry_after)
+        body = ErrorResponse(
+            error="store_unavailable",
+            message=f"The shared store is unavailable: {error}. Retry in "
+            f"{retry_after} s; feedback is idempotent, so repeating it is safe.",
+        )
+    elif isinstance(error, UnknownModelError | EmptyPromptError):
+        status = 422
+        body = ErrorResponse(error="invalid_field", message=str(error))
+    else:
+        raise TypeError(f"No status code is mapped to {type(error).__name__}.")
+
+    return JSONResponse(body.model_dump(), status_code=status, headers=headers or None)
+
+
+async def _handle_error(request: Request, error: Exception) -> JSONResponse:
+    return error_response(error, request)
+
+
+def _validation_error_body(error: RequestValidationError) -> ErrorResponse:
+    first = error.errors()[0]
+    location = [str(part) for part in first["loc"]]
+    if location and location[0] == "body":
+        location = location[1:]
+    field_name = ".".join(location) or "body"
+
+    value = None if first["type"] == "missing" else first.get("input")
+    message = f"{field_name}: {first['msg']}"
+    if len(error.errors()) > 1:
+        message += f" (and {len(error.errors()) - 1} more invalid fields)"
+    return ErrorResponse(
+        error="invalid_field",
+        message=message + ".",
+        field=field_name,
+        value=_json_value(value),
+    )
+
+
+def _json_value(value: object) -> Any:
+    try:
+        return jsonable_encoder(value)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+def _retry_after_seconds(request: Request | None) -> int:
+    service = getattr(request.app.state, "service", None) if request else None
+    if service is None:
+        return ServiceSettings.model_fields["retry_after_seconds"].default
+    return service.settings.retry_after_seconds
+
+
+# Strict JSON bodies
+
+
+class StrictJSONRoute(APIRoute):
+    """A route whose JSON body is size-limited and parsed without NaN or Infinity.
+
+    Python's json module accepts NaN, Infinity and numbers too large for a float
+    (which become inf). This route rejects them with a 422 that names the field, and
+    a body that is not UTF-8 JSON with a 400, before FastAPI validates the body.
+    """
+
+    def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
+        handler = super().get_route_handler()
+
+        async def parse_then_handle(request: Request) -> Response:
+            if request.method in ("POST", "PUT", "PATCH"):
+                await load_strict_json(request)
+            return await handler(request)
+
+        return parse_then_handle
+
+
+async def load_strict_json(request: Request) -> Any:
+    """Read, check and parse the JSON body, and cache it on ``request``."""
+    service: Service = request.app.state.service
+    _check_content_type(request)
+    body = await _read_limited_body(request, service.settings.max_body_bytes)
+    parsed = parse_strict_json(body)
+
+    # Starlette caches the body and the parsed JSON under these names, so FastAPI
+    # validates this result instead of parsing the body a second time.
+    request._body = body
+    request._json = parsed
+    return parsed
+
+
+def _check_content_type(request: Request) -> None:
+    content_type = request.headers.get("content-type")
+    if content_type is None:
+        return
+
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    if media_type == "application/json" or media_type.endswith("+json"):
+        return
+    raise UnsupportedMediaTypeError(
+        f"Content-Type {content_type!r} is not JSON; send application/json.",
+        field="Content-Type",
+        value=content_type,
+    )
+
+
+async def _read_limited_body(request: Request, max_bytes: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise _too_large(int(declared), max_bytes)
+
+    chunks = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise _too_large(size, max_bytes)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(size: int, max_bytes: int) -> BodyTooLargeError:
+    return BodyTooLargeError(
+        f"The body has at least {size} bytes, more than the maximum of {max_bytes}; "
+        "send a shorter prompt.",
+        field="body",
+        value=size,
+    )
+
+
+class _NonFiniteNumber:
+    """Stands in for a NaN or infinite number until its path in the body is known."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
+def parse_strict_json(body: bytes) -> Any:
+    """Parse a UTF-8 JSON body that contains only finite numbers.
+
+    Raises MalformedBodyError for an empty body, invalid UTF-8 or invalid JSON, and
+    InvalidFieldError naming the path of a NaN or infinite number.
+    """
+    if not body.strip():
+        raise MalformedBodyError("The body is empty; send a JSON object.", field="body")
+
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise MalformedBodyError(
+            f"The body is not valid UTF-8 (byte {error.start}); encode it as UTF-8.",
+            field="body",
+        ) from error
+
+    try:
+        parsed = json.loads(
+            text, parse_constant=_NonFiniteNumber, parse_float=_parse_finite_float
+        )
+    except (json.JSONDecodeError, ValueError) as error:
+        raise MalformedBodyError(
+            f"The body is not valid JSON: {error}; send a JSON object.", field="body"
+        ) from error
+
+    path, number = _find_non_finite(parsed, [])
+    if number is not None:
+        raise InvalidFieldError(
+            f"{path or 'body'} is {number.text}; JSON numbers must be finite.",
+            field=path or "body",
+            value=number.text,
+        )
+    return parsed
+
+
+def _parse_finite_float(text: str) -> float | _NonFiniteNumber:
+    value = float(text)
+    if np.isfinite(value):
+        return value
+    return _NonFiniteNumber(text)
+
+
+def _find_non_finite(
+    value: object, path: list[str]
+) -> tuple[str, _NonFiniteNumber | None]:
+    if isinstance(value, _NonFiniteNumber):
+        return ".".join(path), value
+    if isinstance(value, dict):
+        items: Any = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    else:
+        return "", None
+
+    for key, item in items:
+        found_path, found = _find_non_finite(item, [*path, str(key)])
+        if found is not None:
+            return found_path, found
+    return "", None
+
+
+# Service state
+
+
+@dataclass
+class ProcessStats:
+    """Counters of this process since it started."""
+
+    decisions: int = 0
+    degraded_decisions: int = 0
+    choices: Counter[str] = field(default_factory=Counter)
+    expected_cost_usd_sum: float = 0.0
+    feedback_accepted: int = 0
+    feedback_duplicates: int = 0
+    feedback_rejected: int = 0
+    quality_sum: float = 0.0
+    reported_cost_usd_sum: float = 0.0
+    reported_costs: int = 0
+
+
+@dataclass
+class Service:
+    """Everything one server process needs to answer requests."""
+
+    settings: ServiceSettings
+    catalog: Catalog
+    encoder: Encoder
+    features: FeatureBuilder
+    policy: ContextualThompsonSampling
+    store: Store
+    replica: PosteriorReplica
+    batcher: EncodingBatcher
+    recorder: FeedbackRecorder
+    metrics: ServiceMetrics
+    clock: Callable[[], float]
+    started_at: float
+    stats: ProcessStats = field(default_factory=ProcessStats)
+    _digest: tuple[int, str] | None = None
+
+    def digest(self) -> str:
+        """Return the replica's posterior digest, recomputed only after new events."""
+        applied = self.replica.applied_events
+        if self._digest is None or self._digest[0] != applied:
+            self._digest = (applied, self.replica.digest())
+        return self._digest[1]
+
+    async def stop(self) -> None:
+        await self.batcher.stop()
+        await _stop_replica(self.replica)
+        await self.store.close()
+
+
+async def _stop_replica(replica: PosteriorReplica) -> None:
+    # NOTE: a replica stopped right after it started can miss its first cancel while
+    # redis-py opens a connection. On timeout, wait_for cancels it again.
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(replica.stop(), REPLICA_STOP_TIMEOUT_SECONDS)
+
+
+async def start_service(
+    settings: ServiceSettings,
+    *,
+    encoder: Encoder | None = None,
+    store: Store | None = None,
+    clock: Callable[[], float] = time.time,
+) -> Service:
+    """Load the encoder, open the store and catch the posterior up with the stream."""
+    catalog = settings.build_catalog()
+    if encoder is None:
+        encoder = Encoder(settings.encoder_model)
+    _set_torch_threads(settings.resolved_torch_threads())
+
+    features = FeatureBuilder(encoder.dimension, settings.features.to_spec())
+    policy = ContextualThompsonSampling(
+        catalog,
+        features.dimension,
+        np.random.default_rng(settings.seed),
+        prior=settings.prior.to_prior(),
+    )
+    if store is None:
+        store = _open_store(settings, features.dimension)
+
+    metrics = ServiceMetrics()
+    replica = PosteriorReplica(policy, store, snapshot_every=settings.snapshot_every)
+    await replica.start()
+
+    batcher = EncodingBatcher(
+        encoder,
+        max_batch_size=settings.batch.max_batch_size,
+        batch_wait_ms=settings.batch.batch_wait_ms,
+        on_batch=metrics.encoder_batch_size.observe,
+    )
+    await batcher.start()
+
+    recorder = FeedbackRecorder(
+        store, catalog, window_seconds=settings.feedback_window_seconds, clock=clock
+    )
+    service = Service(
+        settings=settings,
+        catalog=catalog,
+        encoder=encoder,
+        features=features,
+        policy=policy,
+        store=store,
+        replica=replica,
+        batcher=batcher,
+        recorder=recorder,
+        metrics=metrics,
+        clock=clock,
+        started_at=clock(),
+    )
+    _log_start(service)
+    return service
+
+
+def _open_store(settings: ServiceSettings, feature_dimension: int) -> Store:
+    if settings.redis_url is None:
+        return MemoryStore()
+    return RedisStore(
+        settings.redis_url,
+        namespace=settings.store_namespace(feature_dimension),
+        socket_timeout=settings.redis_timeout_seconds,
+    )
+
+
+def _set_torch_threads(threads: int) -> None:
+    import torch
+
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+
+
+def _log_start(service: Service) -> None:
+    settings = service.settings
+    store = service.store.description
+    if settings.redis_url is None:
+        store += " (single process: learned state is lost when it stops)"
+
+    logger.info(
+        "Server process %d ready: store %s, %d models in the catalog, encoder %s "
+        "(dimension %d, %d torch threads), %d workers configured, %d feedback events "
+        "applied",
+        os.getpid(),
+        store,
+        len(service.catalog),
+        service.encoder.model_id,
+        service.encoder.dimension,
+        settings.resolved_torch_threads(),
+        settings.workers,
+        service.replica.applied_events,
+    )
+
+
+# Request logging and metrics
+
+
+class RequestLogMiddleware:
+    """Logs one INFO line per request and records its count and latency.
+
+    The line has the method, path, status, latency, and the chosen model and decision
+    id where there is one. It never contains the prompt.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_status)
+        finally:
+            self._record(scope, status, time.perf_counter() - started)
+
+    def _record(self, scope: Scope, status: int, seconds: float) -> None:
+        route = scope.get("route")
+        route_path = getattr(route, "path", "unmatched")
+        state: Mapping[str, Any] = scope.get("state", {})
+
+        service: Service | None = getattr(scope["app"].state, "service", None)
+        if service is not None:
+            service.metrics.observe_request(route_path, status, seconds)
+
+        details = ""
+        if "model" in state:
+            details = f" model={state['model']} decision_id={state['decision_id']}"
+        logger.info(
+            "%s %s %d %.1f ms%s",
+            scope["method"],
+            scope["path"],
+            status,
+            seconds * 1000,
+            details,
+        )
+
+
+# Endpoints
+
+
+def create_app(
+    settings: ServiceSettings | None = None,
+    *,
+    encoder: Encoder | None = None,
+    store: Store | None = None,
+    clock: Callable[[], float] = time.time,
+) -> FastAPI:
+    """Build the routing service.
+
+    ``settings`` defaults to ``load_settings()``. Pass an already loaded ``encoder``
+    to share it between apps, and a ``store`` to use it instead of the one the
+    settings name. ``clock`` returns unix seconds and dates decisions and feedback.
+    """
+    if settings is None:
+        settings = load_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.service = await start_service(
+            settings, encoder=encoder, store=store, clock=clock
+        )
+        try:
+            yield
+        finally:
+            await app.state.service.stop()
+            logger.info("Server process %d stopped", os.getpid())
+
+    app = FastAPI(
+        title="banditroute",
+        summary="Routes each LLM request to the model with the best expected quality "
+        "for its cost, and learns from feedback.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.router.route_class = StrictJSONRoute
+    for error_class in (RequestError, RequestValidationError, StoreUnavailable):
+        app.add_exception_handler(error_class, _handle_error)
+    app.add_exception_handler(UnknownModelError, _handle_error)
+    app.add_exception_handler(EmptyPromptError, _handle_error)
+    app.add_middleware(RequestLogMiddleware)
+
+    _add_routing_endpoints(app)
+    _add_status_endpoints(app)
+    return app
+
+
+def create_app_from_environment() -> FastAPI:
+    """Build the app from ``$BANDITROUTE_CONFIG`` and the environment (for uvicorn)."""
+    return create_app(load_settings())
+
+
+def _add_routing_endpoints(app: FastAPI) -> None:
+    @app.post("/route", response_model=RouteResponse, responses=ERROR_RESPONSES)
+    async def route(body: RouteRequest, request: Request) -> RouteResponse:
+        """Choose a model for one prompt."""
+        service: Service = request.app.state.service
+        response = await route_request(service, body)
+        request.state.model = response.model
+        request.state.decision_id = response.decision_id
+        return response
+
+    @app.post("/feedback", response_model=FeedbackResponse, responses=ERROR_RESPONSES)
+    async def feedback(body: FeedbackRequest, request: Request) -> FeedbackResponse:
+        """Record the quality, usage or failure of one routed request, at most once."""
+        service: Service = request.app.state.service
+        return await record_feedback(service, body)
+
+
+async def route_request(service: Service, body: RouteRequest) -> RouteResponse:
+    """Embed the prompt, choose a model and store the decision record."""
+    text = _prompt_text(body, service.settings.max_prompt_chars)
+    allowed = _allowed_mask(service.catalog, body.allowed_models)
+    cost_weight = (
+        service.settings.cost_weight if body.cost_weight is None else body.cost_weight
+    )
+
+    encoded = await service.batcher.encode(text)
+    context = _build_context(service.features, encoded.vector, body.metadata)
+    input_tokens = encoded.token_count
+    if body.max_cost_usd is not None:
+        allowed = _within_budget(service, allowed, input_tokens, body.max_cost_usd)
+
+    decision = service.replica.decide(context, input_tokens, cost_weight, allowed)
+    model = service.catalog.names[decision.model_index]
+    expected_cost = float(decision.expected_cost_usd[decision.model_index])
+    now = service.clock()
+    record = DecisionRecord(
+        decision_id=new_decision_id(now),
+        model=model,
+        context=context,
+        input_tokens=input_tokens,
+        propensity=decision.propensity,
+        cost_weight=cost_weight,
+        expected_cost_usd=expected_cost,
+        created_at=now,
+        posterior_version=service.replica.applied_events,
+    )
+    degraded = not await _store_decision(service, record)
+
+    _count_decision(service, model, expected_cost, degraded)
+    return RouteResponse(
+        decision_id=record.decision_id,
+        model=model,
+        expected_cost_usd=expected_cost,
+        propensity=decision.propensity,
+        truncated=encoded.truncated,
+        posterior_version=record.posterior_version,
+        degraded=degraded,
+    )
+
+
+def _prompt_text(body: RouteRequest, max_chars: int) -> str:
+    """Return the text to embed; raise InvalidFieldError naming the empty field."""
+    if body.prompt is None and body.messages is None:
+        raise InvalidFieldError(
+            "prompt is missing; send a prompt or chat messages.",
+            field="prompt",
+            value=None,
+        )
+    if body.prompt is not None and body.messages is not None:
+        raise InvalidFieldError(
+            "Both prompt and messages were sent; send only one of them.",
+            field="messages",
+            value=_json_value(body.messages),
+        )
+
+    if body.prompt is not None:
+        text, field_name = body.prompt, "prompt"
+    else:
+        assert body.messages is not None
+        text = "\n".join(message.content for message in body.messages)
+        field_name = "messages"
+
+    if not text.strip():
+        raise InvalidFieldError(
+            f"{field_name} is empty or contains only whitespace; send the text to "
+            "route.",
+            field=field_name,
+            value=text,
+        )
+
+    if len(text) > max_chars:
+        raise InvalidFieldError(
+            f"{field_name} has {len(text)} characters, more than the maximum of "
+            f"{max_chars}; send a shorter prompt.",
+            field=field_name,
+            value=len(text),
+        )
+    return text
+
+
+def _allowed_mask(catalog: Catalog, names: list[str] | None) -> np.ndarray | None:
+    if names is None:
+        return None
+
+    if not names:
+        raise InvalidFieldError(
+            "allowed_models is empty; list at least one model or leave it out.",
+            field="allowed_models",
+            value=names,
+        )
+
+    for name in names:
+        if name not in catalog:
+            raise InvalidFieldError(
+                f"allowed_models names {name!r}, which is not in the catalog; known "
+                f"models: {list(catalog.names)}.",
+                field="allowed_models",
+                value=name,
+            )
+    return catalog.mask(names)
+
+
+def _build_context(
+    features: FeatureBuilder, vector: np.ndarray, metadata: dict[str, Any] | None
+) -> np.ndarray:
+    if metadata is None:
+        return features.build_one(vector)
+
+    spec = features.spec
+    for key in spec.numeric:
+        value = metadata.get(key)
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int | float)
+        ):
+            raise InvalidFieldError(
+                f"metadata.{key} must be a number, not {value!r}; send a finite "
+                "number or leave the key out.",
+                field=f"metadata.{key}",
+                value=value,
+            )
+
+    try:
+        return features.build_one(vector, metadata)
+    except ValueError as error:
+        raise InvalidFieldError(
+            str(error), field="metadata", value=_json_value(metadata)
+        ) from error
+
+
+def _within_budget(
+    service: Service, allowed: np.ndarray | None, input_tokens: int, max_cost: float
+) -> np.ndarray:
+    expected = service.policy.cost_model.expected_cost(input_tokens)
+    candidates = (
+        np.ones(len(service.catalog), dtype=bool) if allowed is None else allowed
+    )
+    within = candidates & (expected <= max_cost)
+    if within.any():
+        return within
+
+    cheapest = float(expected[candidates].min())
+    raise InvalidFieldError(
+        f"max_cost_usd {max_cost:g} is below the expected cost of every allowed model "
+        f"(the cheapest is {cheapest:.3g} USD for this prompt); raise it or allow "
+        "cheaper models.",
+        field="max_cost_usd",
+        value=max_cost,
+    )
+
+
+async def _store_decision(service: Service, record: DecisionRecord) -> bool:
+    try:
+        await service.store.put_decision(
+            record, service.settings.feedback_window_seconds
+        )
+    except StoreUnavailable as error:
+        logger.warning(
+            "Decision %s was not stored, so its feedback will be rejected: %s",
+            record.decision_id,
+            error,
+        )
+        return False
+    return True
+
+
+def _count_decision(
+    service: Service, model: str, expected_cost: float, degraded: bool
+) -> None:
+    stats = service.stats
+    stats.decisions += 1
+    stats.choices[model] += 1
+    stats.expected_cost_usd_sum += expected_cost
+    service.metrics.choices.labels(model=model).inc()
+    if degraded:
+        stats.degraded_decisions += 1
+        service.metrics.degraded_decisions.inc()
+
+
+async def record_feedback(service: Service, body: FeedbackRequest) -> FeedbackResponse:
+    """Append one feedback event; count a repeat for the same decision only once."""
+    report = FeedbackReport(
+        decision_id=body.decision_id,
+        source=body.source,
+        rating=body.rating,
+        scale=body.scale,
+        error=body.error,
+        input_tokens=body.input_tokens,
+        output_tokens=body.output_tokens,
+        cost_usd=body.cost_usd,
+        latency_ms=body.latency_ms,
+    )
+    source = body.source.value
+    try:
+        outcome = await service.recorder.record(report)
+    except (RequestError, StoreUnavailable) as error:
+        service.stats.feedback_rejected += 1
+        service.metrics.feedback.labels(
+            source=source, outcome=_feedback_outcome(error)
+        ).inc()
+        raise
+
+    stats = service.stats
+    if outcome.duplicate:
+        stats.feedback_duplicates += 1
+        service.metrics.feedback.labels(source=source, outcome="duplicate").inc()
+    else:
+        stats.feedback_accepted += 1
+        stats.quality_sum += outcome.quality
+        if body.cost_usd is not None:
+            stats.reported_cost_usd_sum += body.cost_usd
+            stats.reported_costs += 1
+        service.metrics.feedback.labels(source=source, outcome="accepted").inc()
+    return FeedbackResponse(
+        accepted=True, duplicate=outcome.duplicate, event_id=outcome.event_id
+    )
+
+
+def _feedback_outcome(error: BanditRouteError) -> str:
+    if isinstance(error, StoreUnavailable):
+        return "unavailable"
+    outcomes = {404: "not_found", 410: "expired"}
+    return outcomes.get(getattr(error, "status_code", 422), "invalid")
+
+
+def _add_status_endpoints(app: FastAPI) -> None:
+    @app.get("/models")
+    async def models(request: Request) -> dict[str, Any]:
+        """List the catalog with prices and what the posterior learned of each model."""
+        service: Service = request.app.state.service
+        return {"models": model_statistics(service)}
+
+    @app.get("/stats")
+    async def stats(
+        request: Request,
+        digest: Annotated[
+            bool, Query(description="Include the posterior digest (a SHA-256).")
+        ] = True,
+    ) -> dict[str, Any]:
+        """Report this process's counters and the state of its posterior."""
+        service: Service = request.app.state.service
+        return service_statistics(service, include_digest=digest)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        """Report that the process is running."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", responses={503: {"description": "Not ready"}})
+    async def readyz(request: Request) -> JSONResponse:
+        """Report whether the store is reachable and the posterior is caught up."""
+        service: Service | None = getattr(request.app.state, "service", None)
+        checks = await readiness_checks(service)
+        ready = all(checks.values())
+        return JSONResponse(
+            {"ready": ready, "checks": checks}, status_code=200 if ready else 503
+        )
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics(request: Request) -> Response:
+        service: Service = request.app.state.service
+        _update_gauges(service)
+        return Response(
+            service.metrics.render(), media_type=service.metrics.content_type
+        )
+
+
+def model_statistics(service: Service) -> list[dict[str, Any]]:
+    """Return each catalog model's prices and learned statistics."""
+    posteriors = service.policy.posteriors
+    observations = posteriors.n_observations
+    # Column 0 of every context is the constant 1, so column 0 of the quality moment
+    # is the sum of the qualities observed for the model.
+    quality_sums = posteriors.quality_moment[:, 0]
+    output_tokens = service.policy.cost_model.expected_output_tokens
+    noise_variance = posteriors.noise_variance
+
+    rows = []
+    for index, spec in enumerate(service.catalog):
+        count = int(observations[index])
+        rows.append(
+            {
+                "name": spec.name,
+                "input_usd_per_mtok": spec.input_usd_per_mtok,
+                "output_usd_per_mtok": spec.output_usd_per_mtok,
+                "observations": count,
+                "mean_quality": float(quality_sums[index] / count) if count else None,
+                "expected_output_tokens": float(output_tokens[index]),
+                "noise_variance": float(noise_variance[index]),
+            }
+        )
+    return rows
+
+
+def service_statistics(service: Service, *, include_digest: bool) -> dict[str, Any]:
+    """Return this process's counters and the state of its posterior replica."""
+    stats = service.stats
+    replica = service.replica
+    decisions = stats.decisions
+    shares = {
+        name: stats.choices[name] / decisions if decisions else 0.0
+        for name in service.catalog.names
+    }
+    observations = int(service.policy.posteriors.n_observations.sum())
+    quality_total = float(service.policy.posteriors.quality_moment[:, 0].sum())
+
+    result: dict[str, Any] = {
+        "process_id": os.getpid(),
+        "uptime_seconds": service.clock() - service.started_at,
+        "decisions": decisions,
+        "degraded_decisions": stats.degraded_decisions,
+        "model_shares": shares,
+        "mean_expected_cost_usd": (
+            stats.expected_cost_usd_sum / decisions if decisions else None
+        ),
+        "feedback": {
+            "accepted": stats.feedback_accepted,
+            "duplicates": stats.feedback_duplicates,
+            "rejected": stats.feedback_rejected,
+        },
+        "mean_reported_quality": (
+            stats.quality_sum / stats.feedback_accepted
+            if stats.feedback_accepted
+            else None
+        ),
+        "mean_reported_cost_usd": (
+            stats.reported_cost_usd_sum / stats.reported_costs
+            if stats.reported_costs
+            else None
+        ),
+        "posterior": {
+            "applied_events": replica.applied_events,
+            "last_event_id": replica.last_event_id,
+            "observations": observations,
+            "mean_quality": quality_total / observations if observations else None,
+            "caught_up": replica.caught_up,
+            "store_available": replica.store_available,
+        },
+        "encoder": {
+            "batches": service.batcher.batches,
+            "mean_batch_size": service.batcher.mean_batch_size,
+        },
+    }
+    if include_digest:
+        result["posterior"]["digest"] = service.digest()
+    return result
+
+
+async def readiness_checks(service: Service | None) -> dict[str, bool]:
+    """Return each readiness condition: encoder loaded, store reachable, caught up."""
+    if service is None:
+        return {"encoder_loaded": False, "store_reachable": False, "caught_up": False}
+
+    try:
+        await service.store.ping()
+        reachable = True
+    except StoreUnavailable:
+        reachable = False
+    return {
+        "encoder_loaded": True,
+        "store_reachable": reachable,
+        "caught_up": service.replica.caught_up,
+    }
+
+
+def _update_gauges(service: Service) -> None:
+    replica = service.replica
+    service.metrics.applied_events.set(replica.applied_events)
+    service.metrics.store_available.set(1 if replica.store_available else 0)
+    lag = getattr(replica, "lag", None)
+    if lag is not None:
+        service.metrics.stream_lag.set(lag)

@@ -1,0 +1,130 @@
+"""The model catalog: which models can be chosen and what their tokens cost."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from banditroute.errors import ConfigError, UnknownModelError
+
+TOKENS_PER_PRICE_UNIT = 1_000_000
+"""Prices are quoted in USD per million tokens, as providers list them."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One routable model and its list prices in USD per million tokens."""
+
+    name: str
+    input_usd_per_mtok: float
+    output_usd_per_mtok: float
+
+    def __post_init__(self) -> None:
+        if not self.name or not self.name.strip():
+            raise ConfigError("A model name is empty; give every catalog entry a name.")
+
+        for field in ("input_usd_per_mtok", "output_usd_per_mtok"):
+            price = getattr(self, field)
+            if not math.isfinite(price) or price < 0:
+                raise ConfigError(
+                    f"Model {self.name!r} has {field}={price!r}; "
+                    "prices must be finite and non-negative."
+                )
+
+
+class Catalog:
+    """An ordered, immutable set of models; a model's position is its index."""
+
+    def __init__(self, models: Iterable[ModelSpec]) -> None:
+        self.models: tuple[ModelSpec, ...] = tuple(models)
+        if not self.models:
+            raise ConfigError("The model catalog is empty; list at least one model.")
+
+        self.names: tuple[str, ...] = tuple(model.name for model in self.models)
+        duplicates = sorted({name for name in self.names if self.names.count(name) > 1})
+        if duplicates:
+            raise ConfigError(f"The model catalog lists {duplicates} more than once.")
+
+        self._index = {name: i for i, name in enumerate(self.names)}
+        self.input_usd_per_token = np.array(
+            [m.input_usd_per_mtok / TOKENS_PER_PRICE_UNIT for m in self.models]
+        )
+        self.output_usd_per_token = np.array(
+            [m.output_usd_per_mtok / TOKENS_PER_PRICE_UNIT for m in self.models]
+        )
+
+    def __len__(self) -> int:
+        return len(self.models)
+
+    def __iter__(self):
+        return iter(self.models)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._index
+
+    def __repr__(self) -> str:
+        return f"Catalog({list(self.names)!r})"
+
+    def index(self, name: str) -> int:
+        """Return the position of the model called ``name``."""
+        try:
+            return self._index[name]
+        except KeyError:
+            raise UnknownModelError(
+                f"Model {name!r} is not in the catalog; "
+                f"known models: {list(self.names)}."
+            ) from None
+
+    def mask(self, names: Iterable[str]) -> np.ndarray:
+        """Return a boolean mask over the catalog that is true for the given names."""
+        allowed = np.zeros(len(self), dtype=bool)
+        for name in names:
+            allowed[self.index(name)] = True
+        return allowed
+
+    def cost_usd(self, input_tokens: float, output_tokens: np.ndarray) -> np.ndarray:
+        """Return each model's cost in USD for one request with these token counts."""
+        return (
+            input_tokens * self.input_usd_per_token
+            + np.asarray(output_tokens) * self.output_usd_per_token
+        )
+
+    @classmethod
+    def from_prices(cls, prices: Mapping[str, Mapping[str, float]]) -> Catalog:
+        """Build a catalog from a mapping of model name to its two prices per Mtok."""
+        models = []
+        for name, entry in prices.items():
+            missing = {"input_usd_per_mtok", "output_usd_per_mtok"} - set(entry)
+            if missing:
+                raise ConfigError(
+                    f"Price entry of model {name!r} is missing {sorted(missing)}; "
+                    "give both prices in USD per million tokens."
+                )
+            models.append(
+                ModelSpec(
+                    name=name,
+                    input_usd_per_mtok=float(entry["input_usd_per_mtok"]),
+                    output_usd_per_mtok=float(entry["output_usd_per_mtok"]),
+                )
+            )
+        return cls(models)
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> Catalog:
+        """Read a ``models.json`` price file (model name to its two prices)."""
+        path = Path(path)
+        try:
+            prices = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as error:
+            raise ConfigError(f"Cannot read the price file {path}: {error}") from error
+
+        if not isinstance(prices, dict):
+            raise ConfigError(
+                f"The price file {path} must hold a JSON object keyed by model name."
+            )
+        return cls.from_prices(prices)

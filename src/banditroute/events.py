@@ -1,0 +1,354 @@
+"""Decision records and feedback events, and their field encoding for Redis.
+
+A decision record is written when a request is routed and read back when its feedback
+arrives. A feedback event is what the posterior learns from: every server process
+applies the same events in stream order. Both travel as flat field maps of bytes
+(a Redis hash or stream entry). Floats are written with ``repr`` so that they read back
+bit for bit, and contexts are little-endian float32 bytes (1,540 bytes at d = 385).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from banditroute.errors import BanditRouteError
+
+CONTEXT_DTYPE = np.dtype("<f4")
+"""Wire type of context vectors: float32, the type the feature builder produces."""
+
+FEEDBACK_SOURCES = ("user", "judge")
+
+_DECISION_INTEGERS = ("input_tokens", "posterior_version")
+_DECISION_NUMBERS = ("propensity", "cost_weight", "expected_cost_usd", "created_at")
+_FEEDBACK_NUMBERS = (
+    "quality",
+    "output_tokens",
+    "cost_usd",
+    "latency_ms",
+    "received_at",
+)
+
+_DECISION_ID_TOKEN_BYTES = 16
+_DECISION_ID_PATTERN = re.compile(r"(\d{1,15})\.([A-Za-z0-9_-]{22})")
+
+
+class EventFormatError(BanditRouteError, ValueError):
+    """A decision record or feedback event has a missing or invalid field."""
+
+
+@dataclass(frozen=True)
+class DecisionRecord:
+    """What the router chose for one request, kept until its feedback arrives."""
+
+    decision_id: str
+    model: str
+    context: np.ndarray
+    """Context vector of the request, float32 of shape (dimension,)."""
+    input_tokens: int
+    propensity: float
+    cost_weight: float
+    expected_cost_usd: float
+    """Expected cost in USD of the chosen model."""
+    created_at: float
+    """Unix time in seconds."""
+    posterior_version: int
+    """Number of feedback events the deciding process had applied."""
+
+    def __post_init__(self) -> None:
+        _coerce_fields(self, integers=_DECISION_INTEGERS, numbers=_DECISION_NUMBERS)
+        _check_text("decision_id", self.decision_id)
+        _check_text("model", self.model)
+        _check_count("input_tokens", self.input_tokens)
+        _check_count("posterior_version", self.posterior_version)
+        if not (0.0 < self.propensity <= 1.0):
+            raise EventFormatError(
+                f"propensity={self.propensity!r} is invalid; a choice probability "
+                "must be in (0, 1]."
+            )
+        _check_non_negative("cost_weight", self.cost_weight)
+        _check_non_negative("expected_cost_usd", self.expected_cost_usd)
+        _check_finite("created_at", self.created_at)
+
+    def to_fields(self) -> dict[str, bytes]:
+        """Encode the record as a field map for a Redis hash."""
+        return {
+            "decision_id": self.decision_id.encode(),
+            "model": self.model.encode(),
+            "context": self.context.tobytes(),
+            "input_tokens": str(self.input_tokens).encode(),
+            "propensity": _number_bytes(self.propensity),
+            "cost_weight": _number_bytes(self.cost_weight),
+            "expected_cost_usd": _number_bytes(self.expected_cost_usd),
+            "created_at": _number_bytes(self.created_at),
+            "posterior_version": str(self.posterior_version).encode(),
+        }
+
+    @classmethod
+    def from_fields(cls, fields: Mapping[bytes | str, bytes]) -> DecisionRecord:
+        """Decode a field map written by ``to_fields``.
+
+        Raises EventFormatError naming the first missing or invalid field.
+        """
+        reader = _FieldReader(fields, "decision record")
+        return cls(
+            decision_id=reader.text("decision_id"),
+            model=reader.text("model"),
+            context=reader.context("context"),
+            input_tokens=reader.integer("input_tokens"),
+            propensity=reader.number("propensity"),
+            cost_weight=reader.number("cost_weight"),
+            expected_cost_usd=reader.number("expected_cost_usd"),
+            created_at=reader.number("created_at"),
+            posterior_version=reader.integer("posterior_version"),
+        )
+
+
+@dataclass(frozen=True)
+class FeedbackEvent:
+    """One piece of feedback on a routed request, as the posterior learns it."""
+
+    decision_id: str
+    model: str
+    context: np.ndarray
+    """Context vector of the request, float32 of shape (dimension,)."""
+    quality: float | None
+    """Quality in [0, 1]; None when only an error or usage was reported."""
+    output_tokens: float | None
+    cost_usd: float | None
+    error: bool
+    """True when the routed call failed."""
+    source: str
+    """Who rated the answer: "user" or "judge"."""
+    latency_ms: float | None
+    received_at: float
+    """Unix time in seconds."""
+
+    def __post_init__(self) -> None:
+        _coerce_fields(self, integers=(), numbers=_FEEDBACK_NUMBERS)
+        object.__setattr__(self, "error", bool(self.error))
+        _check_text("decision_id", self.decision_id)
+        _check_text("model", self.model)
+        if self.quality is not None and not (0.0 <= self.quality <= 1.0):
+            raise EventFormatError(
+                f"quality={self.quality!r} is invalid; give a value in [0, 1] or None."
+            )
+        for name in ("output_tokens", "cost_usd", "latency_ms"):
+            value = getattr(self, name)
+            if value is not None:
+                _check_non_negative(name, value)
+        if self.source not in FEEDBACK_SOURCES:
+            raise EventFormatError(
+                f"source={self.source!r} is invalid; "
+                f"use one of {list(FEEDBACK_SOURCES)}."
+            )
+        _check_finite("received_at", self.received_at)
+
+    def to_fields(self) -> dict[str, bytes]:
+        """Encode the event as a field map for a Redis stream entry.
+
+        A None value is written as an empty field, so every event has the same fields.
+        """
+        return {
+            "decision_id": self.decision_id.encode(),
+            "model": self.model.encode(),
+            "context": self.context.tobytes(),
+            "quality": _optional_number_bytes(self.quality),
+            "output_tokens": _optional_number_bytes(self.output_tokens),
+            "cost_usd": _optional_number_bytes(self.cost_usd),
+            "error": b"1" if self.error else b"0",
+            "source": self.source.encode(),
+            "latency_ms": _optional_number_bytes(self.latency_ms),
+            "received_at": _number_bytes(self.received_at),
+        }
+
+    @classmethod
+    def from_fields(cls, fields: Mapping[bytes | str, bytes]) -> FeedbackEvent:
+        """Decode a field map written by ``to_fields``.
+
+        Raises EventFormatError naming the first missing or invalid field.
+        """
+        reader = _FieldReader(fields, "feedback event")
+        return cls(
+            decision_id=reader.text("decision_id"),
+            model=reader.text("model"),
+            context=reader.context("context"),
+            quality=reader.optional_number("quality"),
+            output_tokens=reader.optional_number("output_tokens"),
+            cost_usd=reader.optional_number("cost_usd"),
+            error=reader.flag("error"),
+            source=reader.text("source"),
+            latency_ms=reader.optional_number("latency_ms"),
+            received_at=reader.number("received_at"),
+        )
+
+
+def new_decision_id(now: float) -> str:
+    """Create an unguessable decision id that embeds its creation time.
+
+    The id is ``<unix time in ms>.<22 random URL-safe characters>`` (128 random bits),
+    so ``decision_id_time`` can tell an expired id from one that never existed.
+    """
+    milliseconds = int(now * 1000)
+    if milliseconds < 0:
+        raise ValueError(f"now={now!r} is before 1970; pass the current Unix time.")
+
+    return f"{milliseconds}.{secrets.token_urlsafe(_DECISION_ID_TOKEN_BYTES)}"
+
+
+def decision_id_time(decision_id: str) -> float | None:
+    """Return the creation time in Unix seconds embedded in a decision id.
+
+    Returns None when the id does not have the form that ``new_decision_id`` creates.
+    """
+    match = _DECISION_ID_PATTERN.fullmatch(decision_id)
+    if match is None:
+        return None
+    return int(match.group(1)) / 1000
+
+
+class _FieldReader:
+    """Reads typed fields from a field map, naming the field in every error."""
+
+    def __init__(self, fields: Mapping[bytes | str, bytes], kind: str) -> None:
+        self.fields = {_as_text(key): value for key, value in fields.items()}
+        self.kind = kind
+
+    def raw(self, name: str) -> bytes:
+        try:
+            value = self.fields[name]
+        except KeyError:
+            raise EventFormatError(
+                f"The {self.kind} has no field {name!r}; it was written by an "
+                "incompatible version or is damaged."
+            ) from None
+        return value.encode() if isinstance(value, str) else bytes(value)
+
+    def text(self, name: str) -> str:
+        try:
+            return self.raw(name).decode()
+        except UnicodeDecodeError:
+            raise self._invalid(name) from None
+
+    def number(self, name: str) -> float:
+        try:
+            return float(self.raw(name))
+        except ValueError:
+            raise self._invalid(name) from None
+
+    def optional_number(self, name: str) -> float | None:
+        if self.raw(name) == b"":
+            return None
+        return self.number(name)
+
+    def integer(self, name: str) -> int:
+        try:
+            return int(self.raw(name))
+        except ValueError:
+            raise self._invalid(name) from None
+
+    def flag(self, name: str) -> bool:
+        value = self.raw(name)
+        if value not in (b"0", b"1"):
+            raise self._invalid(name)
+        return value == b"1"
+
+    def context(self, name: str) -> np.ndarray:
+        value = self.raw(name)
+        if len(value) == 0 or len(value) % CONTEXT_DTYPE.itemsize:
+            raise self._invalid(name)
+        return np.frombuffer(value, dtype=CONTEXT_DTYPE)
+
+    def _invalid(self, name: str) -> EventFormatError:
+        shown = self.fields[name][:40]
+        return EventFormatError(
+            f"The {self.kind} has the invalid value {shown!r} in field {name!r}; "
+            "it was written by an incompatible version or is damaged."
+        )
+
+
+def _as_text(key: bytes | str) -> str:
+    return key.decode() if isinstance(key, bytes) else key
+
+
+def _number_bytes(value: float) -> bytes:
+    return repr(float(value)).encode()
+
+
+def _optional_number_bytes(value: float | None) -> bytes:
+    return b"" if value is None else _number_bytes(value)
+
+
+def _coerce_fields(
+    record: DecisionRecord | FeedbackEvent,
+    *,
+    integers: tuple[str, ...],
+    numbers: tuple[str, ...],
+) -> None:
+    # NumPy scalars become Python numbers, so that ``repr`` writes plain digits, and
+    # the context becomes a private float32 copy that later changes by the caller
+    # cannot reach.
+    object.__setattr__(record, "context", _checked_context(record.context))
+    for name in integers:
+        value = getattr(record, name)
+        if isinstance(value, np.integer):
+            object.__setattr__(record, name, int(value))
+    for name in numbers:
+        value = getattr(record, name)
+        if value is None:
+            continue
+        try:
+            object.__setattr__(record, name, float(value))
+        except (TypeError, ValueError):
+            raise EventFormatError(
+                f"{name}={value!r} is invalid; give a number."
+            ) from None
+
+
+def _checked_context(context: np.ndarray) -> np.ndarray:
+    try:
+        array = np.array(context, dtype=CONTEXT_DTYPE, copy=True)
+    except (TypeError, ValueError):
+        raise EventFormatError(
+            f"context of type {type(context).__name__} is invalid; pass a float vector."
+        ) from None
+    if array.ndim != 1 or array.size == 0:
+        raise EventFormatError(
+            f"context has shape {array.shape}; pass one context vector of shape "
+            "(dimension,)."
+        )
+    if not np.isfinite(array).all():
+        raise EventFormatError(
+            "context contains NaN or infinite values; "
+            "build it with the feature builder."
+        )
+    return array
+
+
+def _check_text(name: str, value: str) -> None:
+    if not isinstance(value, str) or not value:
+        raise EventFormatError(f"{name}={value!r} is invalid; give a non-empty string.")
+
+
+def _check_count(name: str, value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
+        raise EventFormatError(
+            f"{name}={value!r} is invalid; give a non-negative integer."
+        )
+
+
+def _check_finite(name: str, value: float) -> None:
+    if not math.isfinite(value):
+        raise EventFormatError(f"{name}={value!r} is invalid; give a finite number.")
+
+
+def _check_non_negative(name: str, value: float) -> None:
+    if not (math.isfinite(value) and value >= 0):
+        raise EventFormatError(
+            f"{name}={value!r} is invalid; give a finite number of at least 0."
+        )

@@ -1,0 +1,614 @@
+"""An in-memory posterior kept in step with the shared feedback event stream.
+
+The posterior is a pure function of the ordered feedback events, so every server
+process that applies the same stream in the same order holds the same posterior: same
+code, same order, same floats. A ``PosteriorReplica`` loads the newest snapshot, replays
+the events after it, then tails the stream. From time to time one process stores a
+snapshot and trims the stream behind it, so that new processes start quickly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import io
+import json
+import logging
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from banditroute.errors import BanditRouteError
+from banditroute.events import FeedbackEvent
+from banditroute.policies.thompson import ContextualThompsonSampling
+from banditroute.policy import Decision
+from banditroute.store import (
+    STREAM_START_ID,
+    Snapshot,
+    Store,
+    StoreUnavailable,
+    StreamInfo,
+    stream_id_order,
+)
+
+logger = logging.getLogger(__name__)
+
+SNAPSHOT_FORMAT = 1
+"""Version of the snapshot encoding written by ``encode_state``."""
+
+_STOP_RETRY_SECONDS = 0.1
+
+_METADATA_KEY = "replica.metadata"
+_CACHE_PREFIX = "replica.cache."
+_PENDING_SUFFIX = "pending"
+
+
+class SnapshotError(BanditRouteError):
+    """A stored snapshot cannot be decoded or does not fit the policy."""
+
+
+class PosteriorReplica:
+    """Keeps ``policy`` equal to the posterior of every event in the store's stream.
+
+    ``start`` loads the newest snapshot, applies the events after it and starts a task
+    that tails the stream in this event loop. Routing (``decide``) reads only the
+    in-memory posterior, so it keeps working while the store is unreachable. The tail
+    task then retries with exponential backoff capped at ``retry_max_seconds`` and
+    resumes after its last applied event when the store is back.
+
+    After each ``snapshot_every`` applied events the replica tries to store a snapshot.
+    At most one process per ``snapshot_lock_ms`` succeeds, and it trims the stream
+    entries older than ``trim_margin_seconds`` (in stream time) before the snapshot's
+    last event. A replica that finds events trimmed before it applied them reloads the
+    snapshot.
+    """
+
+    def __init__(
+        self,
+        policy: ContextualThompsonSampling,
+        store: Store,
+        *,
+        snapshot_every: int = 1000,
+        block_ms: int = 1000,
+        clock: Callable[[], float] = time.time,
+        batch_size: int = 32,
+        snapshot_lock_ms: int = 5000,
+        trim_margin_seconds: float = 60.0,
+        retry_initial_seconds: float = 0.05,
+        retry_max_seconds: float = 5.0,
+    ) -> None:
+        if snapshot_every < 1:
+            raise ValueError(f"snapshot_every={snapshot_every!r}; give at least 1.")
+        if block_ms < 1:
+            raise ValueError(f"block_ms={block_ms!r}; give at least 1 ms.")
+        if batch_size < 1:
+            raise ValueError(f"batch_size={batch_size!r}; give at least 1.")
+        if trim_margin_seconds < 0:
+            raise ValueError(
+                f"trim_margin_seconds={trim_margin_seconds!r}; give 0 or more seconds."
+            )
+
+        self.policy = policy
+        self.store = store
+        self.snapshot_every = snapshot_every
+        self.block_ms = block_ms
+        self.clock = clock
+        self.batch_size = batch_size
+        self.snapshot_lock_ms = snapshot_lock_ms
+        self.trim_margin_seconds = trim_margin_seconds
+        self.retry_initial_seconds = retry_initial_seconds
+        self.retry_max_seconds = retry_max_seconds
+
+        self.applied_events = 0
+        """Events applied to the posterior since the stream began: its version."""
+        self.skipped_events = 0
+        """Stream entries passed over: unknown model, wrong context size or damaged."""
+        self.missed_events = 0
+        """Entries trimmed from the stream before this replica could apply them."""
+        self.last_event_id = STREAM_START_ID
+        self.caught_up = False
+        """True after a read found no more entries than one batch."""
+        self.store_available = False
+        self.last_error: str | None = None
+        self.lag: int | None = None
+        """Estimated entries after ``last_event_id``; None until first checked."""
+        self.loaded_snapshot_id: str | None = None
+        """Last event id of the snapshot this replica restored, if it restored one."""
+        self.snapshots_saved = 0
+        self.last_snapshot_bytes: int | None = None
+        self.last_update_time: float | None = None
+        """``clock()`` time when the replica last applied or skipped an entry."""
+
+        self._bootstrapped = False
+        self._persistence_checked = False
+        self._outage_logged = False
+        self._logged_skip_reasons: set[str] = set()
+        self._snapshot_slot = 0
+        self._progress = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    @property
+    def posterior_version(self) -> int:
+        return self.applied_events
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    async def start(self) -> None:
+        """Load the newest snapshot, catch up with the stream, then start tailing it.
+
+        When the store is unreachable, returns with ``store_available`` False and
+        ``caught_up`` False, and the tail task loads and catches up once it is back.
+        """
+        if self.running:
+            raise RuntimeError("The replica is already running; call stop() first.")
+
+        try:
+            await self._synchronize()
+            self._mark_available()
+        except StoreUnavailable as error:
+            self._mark_unavailable(error)
+        self._task = asyncio.create_task(self._tail(), name="posterior-replica-tail")
+
+    async def stop(self) -> None:
+        """Stop the tail task; the in-memory posterior stays usable."""
+        task, self._task = self._task, None
+        if task is None:
+            return
+
+        self._stopping = True
+        # NOTE: on Python 3.11, asyncio.wait_for (which redis-py uses to send a
+        # command) drops a cancellation that arrives as the awaited call completes.
+        # The tail loop also checks _stopping, and the cancel is repeated until the
+        # task ends.
+        while not task.done():
+            task.cancel()
+            await asyncio.wait({task}, timeout=_STOP_RETRY_SECONDS)
+        self._stopping = False
+        with contextlib.suppress(asyncio.CancelledError):
+            task.result()
+
+    def decide(
+        self,
+        context: np.ndarray,
+        input_tokens: float,
+        cost_weight: float,
+        allowed: np.ndarray | None = None,
+    ) -> Decision:
+        """Choose a model for one request from the in-memory posterior."""
+        return self.policy.decide(context, input_tokens, cost_weight, allowed)
+
+    def digest(self) -> str:
+        """Return a SHA-256 hex digest of the posterior, equal in processes in step."""
+        return state_digest(policy_state(self.policy))
+
+    async def wait_for(self, event_id: str, timeout: float) -> bool:
+        """Wait until the entry ``event_id`` has been applied or skipped.
+
+        Returns False when ``timeout`` seconds pass first.
+        """
+        target = stream_id_order(event_id)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while stream_id_order(self.last_event_id) < target:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            progress = self._progress
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(progress.wait(), timeout=remaining)
+        return True
+
+    async def refresh_lag(self) -> int:
+        """Read the stream counters and return the updated ``lag`` estimate.
+
+        Raises StoreUnavailable when the store cannot be reached.
+        """
+        self.lag = self._estimate_lag(await self.store.stream_info())
+        return self.lag
+
+    async def _tail(self) -> None:
+        delay = self.retry_initial_seconds
+        while not self._stopping:
+            try:
+                if self.caught_up:
+                    await self._read_once(block_ms=self.block_ms)
+                else:
+                    await self._synchronize()
+                self._mark_available()
+                delay = self.retry_initial_seconds
+            except StoreUnavailable as error:
+                self._mark_unavailable(error)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.retry_max_seconds)
+            except Exception as error:
+                # A failure here is a bug or damaged data. Routing goes on from the
+                # in-memory posterior, so log it and retry rather than stop learning.
+                self.last_error = f"{type(error).__name__}: {error}"
+                logger.exception(
+                    "The posterior replica failed after event %s; retrying in %.2f s.",
+                    self.last_event_id,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.retry_max_seconds)
+
+    async def _synchronize(self) -> None:
+        """Load a snapshot on first use, then read until no full batch is left."""
+        if not self._persistence_checked:
+            await self.store.check_persistence()
+            self._persistence_checked = True
+
+        if not self._bootstrapped:
+            snapshot = await self.store.load_snapshot()
+            if snapshot is None:
+                logger.info(
+                    "No snapshot in %s; applying the event stream from its start.",
+                    self.store.description,
+                )
+            else:
+                await self._restore(snapshot)
+            self._bootstrapped = True
+
+        self.caught_up = False
+        while not self.caught_up:
+            await self._read_once(block_ms=0)
+            # Let requests run between batches of a long catch-up.
+            await asyncio.sleep(0)
+
+    async def _read_once(self, *, block_ms: int) -> None:
+        info = await self.store.stream_info()
+        await self._check_trimmed(info)
+        self.lag = self._estimate_lag(info)
+
+        entries = await self.store.read_entries(
+            self.last_event_id, block_ms=block_ms, count=self.batch_size
+        )
+        self._apply_entries(entries)
+        self.caught_up = len(entries) < self.batch_size
+        if self.caught_up:
+            self.lag = 0
+        await self._save_snapshot_when_due()
+
+    def _apply_entries(self, entries: list[tuple[str, FeedbackEvent | None]]) -> None:
+        for event_id, event in entries:
+            skip_reason = self._skip_reason(event)
+            if skip_reason is None:
+                assert event is not None
+                self._apply_event(event)
+                self.applied_events += 1
+            else:
+                self._count_skipped(event_id, skip_reason)
+            self.last_event_id = event_id
+
+        if entries:
+            self.last_update_time = self.clock()
+            self._progress.set()
+            self._progress = asyncio.Event()
+
+    def _skip_reason(self, event: FeedbackEvent | None) -> str | None:
+        if event is None:
+            return "the entry cannot be decoded (written by an incompatible version?)"
+        if event.model not in self.policy.catalog:
+            return (
+                f"model {event.model!r} is not in the catalog "
+                f"{list(self.policy.catalog.names)}"
+            )
+        dimension = self.policy.posteriors.dimension
+        if event.context.shape != (dimension,):
+            return (
+                f"the context has {event.context.shape[0]} values, "
+                f"the policy expects {dimension}"
+            )
+        return None
+
+    def _count_skipped(self, event_id: str, reason: str) -> None:
+        self.skipped_events += 1
+        if reason in self._logged_skip_reasons:
+            return
+
+        # Logged once per reason: a changed catalog can make many entries unusable.
+        self._logged_skip_reasons.add(reason)
+        logger.warning(
+            "Skipped stream entry %s because %s; further entries skipped for the same "
+            "reason are only counted.",
+            event_id,
+            reason,
+        )
+
+    def _apply_event(self, event: FeedbackEvent) -> None:
+        model_index = self.policy.catalog.index(event.model)
+        quality = event.quality
+        if quality is None and event.error:
+            # A failed call that carries no rating counts as quality 0.
+            quality = 0.0
+
+        if quality is None:
+            if event.output_tokens is not None:
+                self.policy.cost_model.update(model_index, event.output_tokens)
+            return
+        self.policy.update(model_index, event.context, quality, event.output_tokens)
+
+    async def _check_trimmed(self, info: StreamInfo) -> None:
+        """Reload the snapshot when entries this replica has not read were trimmed.
+
+        Trimming removes the oldest entries, so entries were lost to this replica
+        exactly when more entries were trimmed than it has consumed.
+        """
+        if info.entries_added - info.length <= self._consumed_events():
+            return
+
+        snapshot = await self.store.load_snapshot()
+        if snapshot is not None and snapshot.last_event_id != self.last_event_id:
+            logger.warning(
+                "Stream entries were trimmed before this process read them (it was at "
+                "%s); restoring the snapshot at %s and replaying the entries after it.",
+                self.last_event_id,
+                snapshot.last_event_id,
+            )
+            await self._restore(snapshot)
+
+        missed = info.entries_added - info.length - self._consumed_events()
+        if missed <= 0:
+            return
+        # Counting the loss keeps the check quiet until more entries are lost.
+        self.missed_events += missed
+        logger.error(
+            "%d stream entries were trimmed before this process applied them (it was "
+            "at %s) and no snapshot covers them; this posterior misses them until the "
+            "process restarts from a newer snapshot.",
+            missed,
+            self.last_event_id,
+        )
+
+    def _consumed_events(self) -> int:
+        """Stream entries this replica's position covers, from the stream's start."""
+        return self.applied_events + self.skipped_events + self.missed_events
+
+    def _estimate_lag(self, info: StreamInfo) -> int:
+        if stream_id_order(info.last_id) <= stream_id_order(self.last_event_id):
+            return 0
+        unread = info.entries_added - self._consumed_events()
+        return max(1, min(info.length, unread))
+
+    async def _restore(self, snapshot: Snapshot) -> None:
+        state, metadata = await asyncio.to_thread(decode_state, snapshot.state)
+        _check_state_fits(state, policy_state(self.policy))
+        restore_policy_state(self.policy, state)
+
+        self.applied_events = snapshot.applied_events
+        self.skipped_events = int(metadata.get("skipped_events", 0))
+        self.missed_events = int(metadata.get("missed_events", 0))
+        self.last_event_id = snapshot.last_event_id
+        self.loaded_snapshot_id = snapshot.last_event_id
+        self._snapshot_slot = self.applied_events // self.snapshot_every
+        self._progress.set()
+        self._progress = asyncio.Event()
+        logger.info(
+            "Restored the snapshot at event %s (%d events applied, %d bytes).",
+            snapshot.last_event_id,
+            snapshot.applied_events,
+            len(snapshot.state),
+        )
+
+    async def _save_snapshot_when_due(self) -> None:
+        slot = self.applied_events // self.snapshot_every
+        if slot <= self._snapshot_slot:
+            return
+        self._snapshot_slot = slot
+
+        # The state, last id and counts are read together, with no await between,
+        # so the snapshot matches its stream position exactly.
+        state = policy_state(self.policy)
+        last_event_id = self.last_event_id
+        applied_events = self.applied_events
+        metadata = {
+            "skipped_events": self.skipped_events,
+            "missed_events": self.missed_events,
+        }
+        payload = await asyncio.to_thread(encode_state, state, metadata)
+
+        snapshot = Snapshot(payload, last_event_id, applied_events)
+        saved = await self.store.save_snapshot(
+            snapshot, lock_ttl_ms=self.snapshot_lock_ms
+        )
+        if not saved:
+            return
+
+        self.snapshots_saved += 1
+        self.last_snapshot_bytes = len(payload)
+        trimmed = await self.store.trim_events(self._trim_before(last_event_id))
+        logger.info(
+            "Stored a snapshot at event %s (%d events applied, %d bytes); trimmed %d "
+            "older stream entries.",
+            last_event_id,
+            applied_events,
+            len(payload),
+            trimmed,
+        )
+
+    def _trim_before(self, last_event_id: str) -> str:
+        # Entries within the margin stay, so a process a little behind the snapshot
+        # reads them from the stream instead of reloading the whole snapshot.
+        margin_ms = round(self.trim_margin_seconds * 1000)
+        if margin_ms == 0:
+            return last_event_id
+        milliseconds, _ = stream_id_order(last_event_id)
+        return f"{max(milliseconds - margin_ms, 0)}-0"
+
+    def _mark_available(self) -> None:
+        self.store_available = True
+        if self._outage_logged:
+            self._outage_logged = False
+            logger.info(
+                "The store %s is reachable again; resuming after event %s.",
+                self.store.description,
+                self.last_event_id,
+            )
+
+    def _mark_unavailable(self, error: StoreUnavailable) -> None:
+        self.store_available = False
+        self.caught_up = False
+        self.last_error = str(error)
+        if not self._outage_logged:
+            self._outage_logged = True
+            logger.warning(
+                "Lost the store (%s); routing continues from the in-memory posterior "
+                "at event %s, and the replica retries with backoff up to %.1f s.",
+                error,
+                self.last_event_id,
+                self.retry_max_seconds,
+            )
+
+
+def policy_state(policy: ContextualThompsonSampling) -> dict[str, np.ndarray]:
+    """Return the policy's snapshot plus the posterior-mean caches it leaves out.
+
+    ``LinearPosteriors`` updates a cached posterior mean incrementally, and a restored
+    policy would recompute it with different round-off. Carrying the cache keeps a
+    restored replica bit-identical to one that applied every event.
+    """
+    state = policy.snapshot()
+    for part, posteriors in _posterior_parts(policy):
+        # TODO: drop this once LinearPosteriors.snapshot() includes its mean cache.
+        if hasattr(posteriors, "_mean") and f"{part}.mean" not in state:
+            state[f"{_CACHE_PREFIX}{part}.mean"] = posteriors._mean.copy()
+            state[f"{_CACHE_PREFIX}{part}.mean_valid"] = posteriors._mean_valid.copy()
+    return state
+
+
+def restore_policy_state(
+    policy: ContextualThompsonSampling, state: dict[str, np.ndarray]
+) -> None:
+    """Restore a state returned by ``policy_state``, caches included."""
+    caches = {
+        key: value for key, value in state.items() if key.startswith(_CACHE_PREFIX)
+    }
+    policy.restore({key: value for key, value in state.items() if key not in caches})
+
+    for part, posteriors in _posterior_parts(policy):
+        mean = caches.get(f"{_CACHE_PREFIX}{part}.mean")
+        if mean is not None:
+            posteriors._mean = mean.copy()
+            posteriors._mean_valid = caches[f"{_CACHE_PREFIX}{part}.mean_valid"].copy()
+
+
+def _posterior_parts(policy: ContextualThompsonSampling) -> list[tuple[str, object]]:
+    parts: list[tuple[str, object]] = [("models", policy.posteriors)]
+    if policy.pooled is not None:
+        parts.append(("pooled", policy.pooled))
+    return parts
+
+
+def encode_state(
+    state: dict[str, np.ndarray], metadata: dict[str, object] | None = None
+) -> bytes:
+    """Serialize a policy snapshot and JSON-compatible ``metadata`` as .npz bytes.
+
+    Of each ``<part>.pending`` array (contexts waiting for a covariance refresh), only
+    the ``<part>.n_pending`` rows in use are written.
+    """
+    arrays: dict[str, np.ndarray] = {}
+    pending_shapes: dict[str, list[int]] = {}
+    for key, value in state.items():
+        counts_key = _pending_counts_key(key)
+        if counts_key is None or counts_key not in state:
+            arrays[key] = value
+            continue
+
+        counts = state[counts_key]
+        rows = [value[model, : counts[model]] for model in range(len(counts))]
+        arrays[key] = np.concatenate(rows)
+        pending_shapes[key] = list(value.shape)
+
+    header = {
+        **(metadata or {}),
+        "format": SNAPSHOT_FORMAT,
+        "pending_shapes": pending_shapes,
+    }
+    arrays[_METADATA_KEY] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
+
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def decode_state(payload: bytes) -> tuple[dict[str, np.ndarray], dict[str, object]]:
+    """Decode bytes written by ``encode_state`` into the policy state and metadata."""
+    try:
+        with np.load(io.BytesIO(payload), allow_pickle=False) as archive:
+            arrays = {key: archive[key] for key in archive.files}
+        metadata = json.loads(arrays.pop(_METADATA_KEY).tobytes())
+    except (OSError, ValueError, KeyError) as error:
+        raise SnapshotError(
+            f"The stored snapshot cannot be decoded ({error}); delete the snapshot key "
+            "to rebuild the posterior from the stream."
+        ) from error
+
+    if metadata.get("format") != SNAPSHOT_FORMAT:
+        raise SnapshotError(
+            f"The stored snapshot has format {metadata.get('format')!r}, this version "
+            f"reads format {SNAPSHOT_FORMAT}; use a new key namespace for this version."
+        )
+
+    for key, shape in metadata["pending_shapes"].items():
+        counts = arrays[_pending_counts_key(key)]
+        rows = arrays[key]
+        pending = np.zeros(shape, dtype=rows.dtype)
+        start = 0
+        for model, count in enumerate(counts):
+            pending[model, :count] = rows[start : start + count]
+            start += count
+        arrays[key] = pending
+    return arrays, metadata
+
+
+def state_digest(state: dict[str, np.ndarray]) -> str:
+    """Return a SHA-256 hex digest of a policy snapshot.
+
+    Rows of ``<part>.pending`` beyond ``<part>.n_pending`` are unused memory and are
+    left out, so equal posteriors give equal digests.
+    """
+    digest = hashlib.sha256()
+    for key in sorted(state):
+        value = np.ascontiguousarray(state[key])
+        counts_key = _pending_counts_key(key)
+        if counts_key is not None and counts_key in state:
+            value = value.copy()
+            for model, count in enumerate(state[counts_key]):
+                value[model, count:] = 0
+        digest.update(f"{key}:{value.dtype.str}:{value.shape};".encode())
+        digest.update(value.tobytes())
+    return digest.hexdigest()
+
+
+def _pending_counts_key(key: str) -> str | None:
+    part, _, name = key.rpartition(".")
+    if name != _PENDING_SUFFIX:
+        return None
+    return f"{part}.n_{_PENDING_SUFFIX}" if part else f"n_{_PENDING_SUFFIX}"
+
+
+def _check_state_fits(
+    state: dict[str, np.ndarray], current: dict[str, np.ndarray]
+) -> None:
+    missing = sorted(set(current) - set(state))
+    unexpected = sorted(set(state) - set(current))
+    if missing or unexpected:
+        raise SnapshotError(
+            f"The stored snapshot does not fit the policy: missing arrays {missing}, "
+            f"unexpected arrays {unexpected}. Use a key namespace keyed on the catalog "
+            "and the context dimension (store_namespace)."
+        )
+
+    for key, value in current.items():
+        if state[key].shape != value.shape:
+            raise SnapshotError(
+                f"The stored snapshot array {key!r} has shape {state[key].shape}, the "
+                f"policy has {value.shape}. Use a key namespace keyed on the catalog "
+                "and the context dimension (store_namespace)."
+            )

@@ -1,0 +1,288 @@
+"""Settings of the routing service, read from a YAML file with environment overrides.
+
+Sources, highest priority first: values passed to ``load_settings`` (the command-line
+options), environment variables ``BANDITROUTE_<FIELD>`` (nested fields with ``__``, as
+in ``BANDITROUTE_BATCH__MAX_BATCH_SIZE=16``), then the YAML file. The file is the
+``config_path`` argument, else ``$BANDITROUTE_CONFIG``, else ``config/service.yaml`` in
+the current folder when it exists.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from banditroute.catalog import Catalog, ModelSpec
+from banditroute.encoder import DEFAULT_ENCODER_MODEL, available_cpu_count
+from banditroute.errors import ConfigError
+from banditroute.features import FeatureSpec
+from banditroute.posterior import PriorSettings
+from banditroute.store import store_namespace
+
+CONFIG_ENV_VARIABLE = "BANDITROUTE_CONFIG"
+DEFAULT_CONFIG_PATH = Path("config") / "service.yaml"
+
+_config_path: ContextVar[Path | None] = ContextVar("config_path", default=None)
+
+
+class CatalogEntry(BaseModel):
+    """One routable model and its list prices in USD per million tokens."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1)
+    input_usd_per_mtok: float = Field(ge=0, allow_inf_nan=False)
+    output_usd_per_mtok: float = Field(ge=0, allow_inf_nan=False)
+
+
+class PriorConfig(BaseModel):
+    """The prior of every model's quality regression (see ``PriorSettings``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mean_quality: float = Field(0.5, allow_inf_nan=False)
+    bias_precision: float = Field(1.0, gt=0, allow_inf_nan=False)
+    weight_precision: float = Field(1.0, gt=0, allow_inf_nan=False)
+    noise_shape: float = Field(2.0, gt=0, allow_inf_nan=False)
+    noise_variance: float = Field(0.25, gt=0, allow_inf_nan=False)
+
+    def to_prior(self) -> PriorSettings:
+        return PriorSettings(**self.model_dump())
+
+
+class FeatureConfig(BaseModel):
+    """Request metadata keys that enter the context vector (see ``FeatureSpec``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    numeric: list[str] = Field(default_factory=list)
+    categorical: dict[str, list[str]] = Field(default_factory=dict)
+
+    def to_spec(self) -> FeatureSpec:
+        return FeatureSpec(numeric=tuple(self.numeric), categorical=self.categorical)
+
+
+class BatchConfig(BaseModel):
+    """How the encoder batches concurrent prompts."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_batch_size: int = Field(32, ge=1)
+    """Maximum number of prompts embedded in one encoder call."""
+    batch_wait_ms: float = Field(2.0, ge=0, allow_inf_nan=False)
+    """Maximum time in ms that a prompt waits for others to join its batch."""
+
+
+class ServiceSettings(BaseSettings):
+    """Every setting of ``banditroute serve`` and of ``create_app``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="BANDITROUTE_",
+        env_nested_delimiter="__",
+        extra="forbid",
+    )
+
+    catalog: list[CatalogEntry] = Field(min_length=1)
+    cost_weight: float = Field(0.0, ge=0, allow_inf_nan=False)
+    """Default quality points a caller gives up to save one USD of expected cost."""
+    prior: PriorConfig = Field(default_factory=PriorConfig)
+    features: FeatureConfig = Field(default_factory=FeatureConfig)
+
+    redis_url: str | None = None
+    """Redis URL shared by every server process; None keeps all state in memory."""
+    redis_namespace: str = Field("banditroute", min_length=1)
+    """Key prefix in Redis; a digest of the catalog and features is appended to it."""
+    redis_timeout_seconds: float = Field(1.0, gt=0, allow_inf_nan=False)
+
+    feedback_window_seconds: float = Field(86_400.0, gt=0, allow_inf_nan=False)
+    """Time after a decision during which its feedback is accepted."""
+    max_body_bytes: int = Field(65_536, ge=1)
+    max_prompt_chars: int = Field(32_000, ge=1)
+    snapshot_every: int = Field(1000, ge=1)
+    """Applied events between two stored posterior snapshots."""
+    retry_after_seconds: int = Field(2, ge=1)
+    """Retry-After of a 503 response to /feedback while Redis is unreachable."""
+
+    encoder_model: str = DEFAULT_ENCODER_MODEL
+    batch: BatchConfig = Field(default_factory=BatchConfig)
+    torch_threads: int | None = Field(None, ge=1)
+    """Torch threads per process; None gives the available CPUs divided by workers."""
+
+    workers: int = Field(1, ge=1)
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65_535)
+    seed: int | None = None
+    """Seed of each process's Thompson-sampling generator; None seeds from the OS."""
+
+    @field_validator("catalog")
+    @classmethod
+    def _names_are_unique(cls, entries: list[CatalogEntry]) -> list[CatalogEntry]:
+        names = [entry.name for entry in entries]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"models {repeated} are listed more than once")
+        return entries
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, YamlFileSource(settings_cls))
+
+    def build_catalog(self) -> Catalog:
+        """Return the catalog in the order the settings list it."""
+        return Catalog(
+            ModelSpec(
+                name=entry.name,
+                input_usd_per_mtok=entry.input_usd_per_mtok,
+                output_usd_per_mtok=entry.output_usd_per_mtok,
+            )
+            for entry in self.catalog
+        )
+
+    def resolved_torch_threads(self) -> int:
+        """Return the torch thread count of one process."""
+        if self.torch_threads is not None:
+            return self.torch_threads
+        return max(1, available_cpu_count() // self.workers)
+
+    def store_namespace(self, feature_dimension: int) -> str:
+        """Return the Redis namespace of this catalog, encoder, features and prior.
+
+        Processes share learned state only when they agree on all of these, so a
+        changed catalog starts a new event stream instead of replaying old events into
+        a posterior of another shape. Prices are left out because they change the cost
+        of a choice but not what the posterior learned.
+        """
+        identity = {
+            "encoder": self.encoder_model,
+            "features": self.features.model_dump(),
+            "prior": self.prior.model_dump(),
+        }
+        return store_namespace(
+            self.build_catalog(),
+            feature_dimension,
+            settings=json.dumps(identity, sort_keys=True),
+            prefix=self.redis_namespace,
+        )
+
+
+class YamlFileSource(PydanticBaseSettingsSource):
+    """Settings from the YAML file chosen by ``load_settings`` or the environment."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        # Unused, because __call__ returns the whole file at once.
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        path = resolve_config_path(_config_path.get())
+        if path is None:
+            return {}
+        return read_config_file(path)
+
+
+def resolve_config_path(config_path: Path | None) -> Path | None:
+    """Return the YAML file to read: the argument, $BANDITROUTE_CONFIG or the default.
+
+    Returns None when neither is given and the default file does not exist.
+    """
+    if config_path is not None:
+        return Path(config_path)
+
+    from_environment = os.environ.get(CONFIG_ENV_VARIABLE)
+    if from_environment:
+        return Path(from_environment)
+
+    if DEFAULT_CONFIG_PATH.is_file():
+        return DEFAULT_CONFIG_PATH
+    return None
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """Return the mapping in a YAML settings file; raise ConfigError if unreadable."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        raise ConfigError(f"Cannot read the settings file {path}: {error}") from error
+
+    if data is None:
+        return {}
+
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"The settings file {path} must contain a YAML mapping of setting names "
+            f"to values, not a {type(data).__name__}."
+        )
+    return data
+
+
+@contextmanager
+def _reading_config(path: Path | None) -> Iterator[None]:
+    token = _config_path.set(path)
+    try:
+        yield
+    finally:
+        _config_path.reset(token)
+
+
+def load_settings(config_path: Path | None = None, **overrides: Any) -> ServiceSettings:
+    """Read the settings; ``overrides`` take priority over the environment and file.
+
+    Raises ConfigError naming every invalid setting.
+    """
+    path = resolve_config_path(config_path)
+    if config_path is not None and not Path(config_path).is_file():
+        raise ConfigError(
+            f"Settings file {config_path} not found; pass an existing YAML file."
+        )
+
+    try:
+        with _reading_config(path):
+            return ServiceSettings(**overrides)
+    except ValidationError as error:
+        raise ConfigError(_describe_validation_error(error, path)) from error
+
+
+def _describe_validation_error(error: ValidationError, path: Path | None) -> str:
+    source = f"the settings file {path} or " if path is not None else ""
+    problems = []
+    for entry in error.errors():
+        location = ".".join(str(part) for part in entry["loc"]) or "settings"
+        problems.append(f"{location}: {entry['msg']} (got {entry.get('input')!r})")
+    return (
+        f"Invalid settings in {source}the BANDITROUTE_ environment variables: "
+        + "; ".join(problems)
+        + ". Fix these values and start again."
+    )
+
+
+def redact_url(url: str) -> str:
+    """Return ``url`` with any password replaced by ``***``, for logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))

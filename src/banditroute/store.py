@@ -1,0 +1,822 @@
+"""Shared storage of decision records, feedback events and posterior snapshots.
+
+Server processes share what they learn through a ``Store``. ``RedisStore`` keeps it in
+Redis so that several processes (on one or several hosts) learn together;
+``MemoryStore`` keeps it in the process, with the same behaviour, for a single process
+and for tests. Keys of one store live under a namespace::
+
+    <namespace>:decision:<decision id>  hash: a DecisionRecord, expires after the window
+    <namespace>:feedback:<decision id>  string: id of the decision's feedback event
+    <namespace>:events                  stream of FeedbackEvent entries
+    <namespace>:snapshot                hash: state, last_event_id, applied_events
+    <namespace>:snapshot-lock           string: set while one process stores snapshots
+
+Stream entry ids have the Redis form ``<milliseconds>-<sequence>``; ``"0-0"`` is the
+position before the first entry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import hashlib
+import heapq
+import json
+import logging
+import math
+import os
+import re
+import socket
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import redis.asyncio
+import redis.exceptions
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from banditroute.catalog import Catalog
+from banditroute.errors import BanditRouteError, ConfigError
+from banditroute.events import DecisionRecord, EventFormatError, FeedbackEvent
+
+logger = logging.getLogger(__name__)
+
+STREAM_START_ID = "0-0"
+"""Position before the first stream entry: read from here to get every event."""
+
+_BULK_CONNECTIONS = 16
+"""Connections for blocking reads and snapshot transfers: one per concurrent reader."""
+
+_STREAM_ID_PATTERN = re.compile(r"(\d{1,20})(?:-(\d{1,20}))?")
+
+# Redis errors that mean the server cannot serve writes right now (out of memory, a
+# read-only replica, failed background save, loading its data) rather than a bug.
+_UNAVAILABLE_REPLY_PREFIXES = (
+    "OOM",
+    "READONLY",
+    "MISCONF",
+    "MASTERDOWN",
+    "NOREPLICAS",
+    "LOADING",
+)
+
+Result = TypeVar("Result")
+
+
+class StoreUnavailable(BanditRouteError):
+    """The store cannot be reached or did not answer in time.
+
+    The failed call can be retried once the store is back.
+    """
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    """Outcome of appending feedback: accepted, or a duplicate of earlier feedback."""
+
+    accepted: bool
+    """False when the decision already had feedback, which then stays the only one."""
+    event_id: str
+    """Stream id of the decision's first (and only counted) feedback event."""
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A stored posterior: the serialized state and the stream position it covers."""
+
+    state: bytes
+    last_event_id: str
+    """Id of the last stream entry the state includes."""
+    applied_events: int
+    """Number of events applied to the state since the stream began."""
+
+    def __post_init__(self) -> None:
+        stream_id_order(self.last_event_id)
+        if self.applied_events < 0:
+            raise ValueError(
+                f"applied_events={self.applied_events!r} is invalid; "
+                "give a non-negative count."
+            )
+
+
+@dataclass(frozen=True)
+class StreamInfo:
+    """Counters of the event stream, for lag estimates and trimming checks.
+
+    ``entries_added - length`` entries were trimmed, always the oldest ones.
+    """
+
+    length: int
+    """Entries in the stream now."""
+    entries_added: int
+    """Entries ever added, trimmed ones included."""
+    first_id: str
+    """Id of the oldest entry in the stream, ``"0-0"`` when it is empty."""
+    last_id: str
+    """Id of the newest entry ever added, ``"0-0"`` when none was."""
+
+
+def stream_id_order(event_id: str) -> tuple[int, int]:
+    """Return ``(milliseconds, sequence)`` of a stream id, for ordering ids.
+
+    ``"0"`` and other ids without a sequence number mean sequence 0.
+    """
+    match = _STREAM_ID_PATTERN.fullmatch(event_id)
+    if match is None:
+        raise ValueError(
+            f"Stream id {event_id!r} is invalid; use the form "
+            "'<milliseconds>-<sequence>', for example '1700000000000-0'."
+        )
+    return int(match.group(1)), int(match.group(2) or 0)
+
+
+def store_namespace(
+    catalog: Catalog,
+    dimension: int,
+    *,
+    settings: str = "",
+    prefix: str = "banditroute",
+) -> str:
+    """Return a key namespace for the state of a policy with this catalog and shape.
+
+    The namespace changes with the model names, their order and the context dimension,
+    so a changed catalog never replays old events into a posterior of another shape.
+    ``settings`` is any further text that changes what stored state means, for
+    example the encoder model and feature spec.
+    """
+    identity = json.dumps(
+        {"models": list(catalog.names), "dimension": dimension, "settings": settings},
+        sort_keys=True,
+    )
+    digest = hashlib.sha256(identity.encode()).hexdigest()[:16]
+    return f"{prefix}:{digest}"
+
+
+class Store(ABC):
+    """Decision records, the feedback event stream and the newest posterior snapshot.
+
+    Every method raises StoreUnavailable when the backing server cannot be reached or
+    does not answer in time, and after ``close``.
+    """
+
+    description: str
+    """Where the data lives, for logs: a Redis URL without its password, or "memory"."""
+
+    @abstractmethod
+    async def put_decision(self, record: DecisionRecord, ttl_seconds: float) -> None:
+        """Store a decision record that expires after ``ttl_seconds``."""
+
+    @abstractmethod
+    async def get_decision(self, decision_id: str) -> DecisionRecord | None:
+        """Return the stored decision record, or None if it is unknown or expired."""
+
+    @abstractmethod
+    async def append_feedback(
+        self, event: FeedbackEvent, ttl_seconds: float
+    ) -> AppendResult:
+        """Append ``event`` to the stream unless its decision already has feedback.
+
+        The check and the append are one atomic step, so concurrent repeats of the same
+        feedback append exactly one event. The decision is remembered as answered for
+        ``ttl_seconds``.
+        """
+
+    @abstractmethod
+    async def read_entries(
+        self, after_id: str, *, block_ms: int, count: int
+    ) -> list[tuple[str, FeedbackEvent | None]]:
+        """Return up to ``count`` stream entries after ``after_id``, oldest first.
+
+        An entry that cannot be decoded comes back as ``(id, None)``, so that a reader
+        can count it and move past it. When no entry is there yet, waits up to
+        ``block_ms`` for one; ``block_ms <= 0`` returns at once.
+        """
+
+    async def read_events(
+        self, after_id: str, *, block_ms: int, count: int
+    ) -> list[tuple[str, FeedbackEvent]]:
+        """Return up to ``count`` feedback events after ``after_id``, oldest first.
+
+        Like ``read_entries``, but entries that cannot be decoded are left out.
+        """
+        entries = await self.read_entries(after_id, block_ms=block_ms, count=count)
+        return [(event_id, event) for event_id, event in entries if event is not None]
+
+    @abstractmethod
+    async def save_snapshot(self, snapshot: Snapshot, *, lock_ttl_ms: int) -> bool:
+        """Store ``snapshot`` as the newest one; return False if it was not stored.
+
+        The caller first takes the snapshot lock for ``lock_ttl_ms`` and keeps it
+        until it expires, so across all processes at most one snapshot is stored per
+        lock period. Returns False when another process holds the lock, or when the
+        stored snapshot already covers ``snapshot.last_event_id``.
+        """
+
+    @abstractmethod
+    async def load_snapshot(self) -> Snapshot | None:
+        """Return the newest stored snapshot, or None if there is none."""
+
+    @abstractmethod
+    async def trim_events(self, before_id: str) -> int:
+        """Delete the stream entries with ids below ``before_id``; return how many.
+
+        Trimming is the only way entries leave the stream, so the trimmed entries are
+        always the oldest ones.
+        """
+
+    @abstractmethod
+    async def stream_info(self) -> StreamInfo:
+        """Return the counters of the event stream."""
+
+    @abstractmethod
+    async def ping(self) -> None:
+        """Return when the store answers; raise StoreUnavailable otherwise."""
+
+    async def check_persistence(self) -> bool | None:
+        """Return whether stored data survives a restart of the store; None if unknown.
+
+        Logs a WARNING when it does not.
+        """
+        return None
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Release connections; later calls raise StoreUnavailable."""
+
+
+class MemoryStore(Store):
+    """A store inside this process, for a single server process and for tests.
+
+    It behaves like ``RedisStore``, expiry included, with times taken from ``clock``
+    (Unix seconds). Stream ids are built from the same clock and stay increasing when
+    it goes back. Everything is lost when the process exits.
+    """
+
+    def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
+        self.description = "memory"
+        self._clock = clock
+        self._closed = False
+
+        self._decisions: dict[str, tuple[float, dict[str, bytes]]] = {}
+        self._feedback_ids: dict[str, tuple[float, str]] = {}
+        # (expiry time, key kind, key): expired keys are purged in expiry order.
+        self._expiry_queue: list[tuple[float, str, str]] = []
+
+        self._entry_orders: list[tuple[int, int]] = []
+        self._entries: list[tuple[str, dict[str, bytes]]] = []
+        self._last_order = (0, 0)
+        self._entries_added = 0
+        self._appended = asyncio.Event()
+
+        self._snapshot: Snapshot | None = None
+        self._snapshot_lock_expiry = -math.inf
+
+    async def put_decision(self, record: DecisionRecord, ttl_seconds: float) -> None:
+        self._check_open()
+        expires_at = self._clock() + _checked_ttl(ttl_seconds)
+        self._purge_expired()
+
+        self._decisions[record.decision_id] = (expires_at, record.to_fields())
+        heapq.heappush(self._expiry_queue, (expires_at, "decision", record.decision_id))
+
+    async def get_decision(self, decision_id: str) -> DecisionRecord | None:
+        self._check_open()
+        stored = self._decisions.get(decision_id)
+        if stored is None or stored[0] <= self._clock():
+            return None
+        return DecisionRecord.from_fields(stored[1])
+
+    async def append_feedback(
+        self, event: FeedbackEvent, ttl_seconds: float
+    ) -> AppendResult:
+        self._check_open()
+        now = self._clock()
+        expires_at = now + _checked_ttl(ttl_seconds)
+        self._purge_expired()
+
+        first = self._feedback_ids.get(event.decision_id)
+        if first is not None and first[0] > now:
+            return AppendResult(accepted=False, event_id=first[1])
+
+        event_id = self._append_entry(event.to_fields(), now)
+        self._feedback_ids[event.decision_id] = (expires_at, event_id)
+        heapq.heappush(self._expiry_queue, (expires_at, "feedback", event.decision_id))
+        return AppendResult(accepted=True, event_id=event_id)
+
+    async def read_entries(
+        self, after_id: str, *, block_ms: int, count: int
+    ) -> list[tuple[str, FeedbackEvent | None]]:
+        self._check_open()
+        after = stream_id_order(after_id)
+        entries = self._entries_after(after, count)
+        if entries or block_ms <= 0:
+            return entries
+
+        appended = self._appended
+        try:
+            await asyncio.wait_for(appended.wait(), timeout=block_ms / 1000)
+        except TimeoutError:
+            return []
+        self._check_open()
+        return self._entries_after(after, count)
+
+    async def save_snapshot(self, snapshot: Snapshot, *, lock_ttl_ms: int) -> bool:
+        self._check_open()
+        now = self._clock()
+        if now < self._snapshot_lock_expiry:
+            return False
+        self._snapshot_lock_expiry = now + _checked_lock_ttl_ms(lock_ttl_ms) / 1000
+
+        stored = self._snapshot
+        if stored is not None and stream_id_order(
+            stored.last_event_id
+        ) >= stream_id_order(snapshot.last_event_id):
+            return False
+        self._snapshot = snapshot
+        return True
+
+    async def load_snapshot(self) -> Snapshot | None:
+        self._check_open()
+        return self._snapshot
+
+    async def trim_events(self, before_id: str) -> int:
+        self._check_open()
+        cut = bisect.bisect_left(self._entry_orders, stream_id_order(before_id))
+        if cut == 0:
+            return 0
+
+        del self._entry_orders[:cut]
+        del self._entries[:cut]
+        return cut
+
+    async def stream_info(self) -> StreamInfo:
+        self._check_open()
+        first_id = self._entries[0][0] if self._entries else STREAM_START_ID
+        return StreamInfo(
+            length=len(self._entries),
+            entries_added=self._entries_added,
+            first_id=first_id,
+            last_id=_format_stream_id(self._last_order),
+        )
+
+    async def ping(self) -> None:
+        self._check_open()
+
+    async def close(self) -> None:
+        self._closed = True
+        # Wake blocked readers, which then raise StoreUnavailable.
+        self._appended.set()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreUnavailable(
+                "The in-memory store is closed; create a new store to continue."
+            )
+
+    def _append_entry(self, fields: dict[str, bytes], now: float) -> str:
+        milliseconds = max(int(now * 1000), 0)
+        last_milliseconds, last_sequence = self._last_order
+        if milliseconds > last_milliseconds:
+            order = (milliseconds, 0)
+        else:
+            order = (last_milliseconds, last_sequence + 1)
+        if order == (0, 0):
+            order = (0, 1)
+
+        event_id = _format_stream_id(order)
+        self._last_order = order
+        self._entry_orders.append(order)
+        self._entries.append((event_id, fields))
+        self._entries_added += 1
+
+        self._appended.set()
+        self._appended = asyncio.Event()
+        return event_id
+
+    def _entries_after(
+        self, after: tuple[int, int], count: int
+    ) -> list[tuple[str, FeedbackEvent | None]]:
+        start = bisect.bisect_right(self._entry_orders, after)
+        selected = self._entries[start : start + max(count, 1)]
+        return [
+            (event_id, _decoded_event(event_id, fields))
+            for event_id, fields in selected
+        ]
+
+    def _purge_expired(self) -> None:
+        now = self._clock()
+        while self._expiry_queue and self._expiry_queue[0][0] <= now:
+            expires_at, kind, key = heapq.heappop(self._expiry_queue)
+            table: dict[str, Any] = (
+                self._decisions if kind == "decision" else self._feedback_ids
+            )
+            stored = table.get(key)
+            # A key stored again later has a later expiry and stays.
+            if stored is not None and stored[0] == expires_at:
+                del table[key]
+
+
+# Appends one feedback event unless its decision already has one. Running as one
+# script makes the duplicate check and the append a single atomic step.
+# KEYS[1]: the decision's feedback key. KEYS[2]: the event stream.
+# ARGV[1]: lifetime of the feedback key in ms.
+# ARGV[2..]: field, value, field, value, ... of the event.
+# Returns {1, id of the new entry}, or {0, id of the first entry} for a duplicate.
+_APPEND_FEEDBACK_SCRIPT = """
+local first_id = redis.call('GET', KEYS[1])
+if first_id then
+    return {0, first_id}
+end
+local event_id = redis.call('XADD', KEYS[2], '*', unpack(ARGV, 2))
+redis.call('SET', KEYS[1], event_id, 'PX', ARGV[1])
+return {1, event_id}
+"""
+
+# Stores a snapshot unless the stored one already covers a later stream entry, so a
+# slow process never replaces a newer snapshot with an older one.
+# KEYS[1]: the snapshot hash.
+# ARGV[1]: the serialized state. ARGV[2]: id of the last entry the state includes.
+# ARGV[3]: number of events applied to the state.
+# Returns 1 when stored, 0 when the stored snapshot is not older.
+_SAVE_SNAPSHOT_SCRIPT = """
+local function order(stream_id)
+    local milliseconds, sequence = string.match(stream_id, '^(%d+)-(%d+)$')
+    return tonumber(milliseconds), tonumber(sequence)
+end
+local stored_id = redis.call('HGET', KEYS[1], 'last_event_id')
+if stored_id then
+    local stored_ms, stored_seq = order(stored_id)
+    local new_ms, new_seq = order(ARGV[2])
+    if stored_ms > new_ms or (stored_ms == new_ms and stored_seq >= new_seq) then
+        return 0
+    end
+end
+redis.call('HSET', KEYS[1], 'state', ARGV[1], 'last_event_id', ARGV[2],
+    'applied_events', ARGV[3])
+return 1
+"""
+
+
+class RedisStore(Store):
+    """A store in Redis, shared by every process that uses the same URL and namespace.
+
+    Requests use a pool of up to ``max_connections`` connections whose commands time
+    out after ``socket_timeout`` seconds; a caller that finds all of them busy waits up
+    to ``socket_timeout`` for one. Blocking stream reads and snapshot transfers (about
+    20 MB with nine models at d = 385) use a second pool, so they never hold a
+    connection that a request waits for. A failed command
+    is retried once at once on a new connection, which bridges a server restart.
+    Needs Redis 7.0 or newer for the stream counters of ``stream_info``.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        namespace: str = "banditroute",
+        socket_timeout: float = 1.0,
+        snapshot_timeout: float = 30.0,
+        max_connections: int = 64,
+    ) -> None:
+        for name, value in (
+            ("socket_timeout", socket_timeout),
+            ("snapshot_timeout", snapshot_timeout),
+        ):
+            if not (math.isfinite(value) and value > 0):
+                raise ConfigError(f"{name}={value!r} is invalid; give seconds above 0.")
+        if not namespace:
+            raise ConfigError("The Redis key namespace is empty; give a key prefix.")
+        if max_connections < 1:
+            raise ConfigError(
+                f"max_connections={max_connections!r} is invalid; give at least 1."
+            )
+
+        self.description = _url_without_password(url)
+        self.namespace = namespace
+        self.socket_timeout = socket_timeout
+        self.snapshot_timeout = snapshot_timeout
+        self._closed = False
+
+        self._client = _redis_client(
+            url,
+            socket_timeout,
+            read_timeout=socket_timeout,
+            max_connections=max_connections,
+        )
+        self._bulk_client = _redis_client(
+            url,
+            socket_timeout,
+            read_timeout=None,
+            max_connections=_BULK_CONNECTIONS,
+        )
+        self._append_script = self._client.register_script(_APPEND_FEEDBACK_SCRIPT)
+        self._save_script = self._bulk_client.register_script(_SAVE_SNAPSHOT_SCRIPT)
+
+        self._events_key = f"{namespace}:events"
+        self._snapshot_key = f"{namespace}:snapshot"
+        self._lock_key = f"{namespace}:snapshot-lock"
+        self._lock_owner = f"{socket.gethostname()}:{os.getpid()}"
+
+    def __repr__(self) -> str:
+        return f"RedisStore({self.description!r}, namespace={self.namespace!r})"
+
+    async def put_decision(self, record: DecisionRecord, ttl_seconds: float) -> None:
+        ttl_ms = _milliseconds(_checked_ttl(ttl_seconds))
+        key = self._decision_key(record.decision_id)
+
+        async def write() -> None:
+            async with self._client.pipeline(transaction=True) as pipeline:
+                pipeline.hset(key, mapping=record.to_fields())
+                pipeline.pexpire(key, ttl_ms)
+                await pipeline.execute()
+
+        await self._run("storing a decision", write)
+
+    async def get_decision(self, decision_id: str) -> DecisionRecord | None:
+        key = self._decision_key(decision_id)
+        fields = await self._run(
+            "reading a decision", lambda: self._client.hgetall(key)
+        )
+        if not fields:
+            return None
+        return DecisionRecord.from_fields(fields)
+
+    async def append_feedback(
+        self, event: FeedbackEvent, ttl_seconds: float
+    ) -> AppendResult:
+        ttl_ms = _milliseconds(_checked_ttl(ttl_seconds))
+        arguments: list[bytes | str | int] = [ttl_ms]
+        for name, value in event.to_fields().items():
+            arguments += [name, value]
+        keys = [self._feedback_key(event.decision_id), self._events_key]
+
+        accepted, event_id = await self._run(
+            "appending feedback",
+            lambda: self._append_script(keys=keys, args=arguments),
+        )
+        return AppendResult(accepted=bool(accepted), event_id=_as_text(event_id))
+
+    async def read_entries(
+        self, after_id: str, *, block_ms: int, count: int
+    ) -> list[tuple[str, FeedbackEvent | None]]:
+        stream_id_order(after_id)
+        streams = {self._events_key: after_id}
+        if block_ms > 0:
+            reply = await self._run(
+                "reading events",
+                lambda: self._bulk_client.xread(
+                    streams, count=max(count, 1), block=block_ms
+                ),
+                timeout=block_ms / 1000 + self.socket_timeout,
+            )
+        else:
+            reply = await self._run(
+                "reading events",
+                lambda: self._client.xread(streams, count=max(count, 1)),
+            )
+        return [
+            (_as_text(event_id), _decoded_event(_as_text(event_id), fields))
+            for event_id, fields in _stream_entries(reply)
+        ]
+
+    async def save_snapshot(self, snapshot: Snapshot, *, lock_ttl_ms: int) -> bool:
+        lock_ttl_ms = _checked_lock_ttl_ms(lock_ttl_ms)
+        locked = await self._run(
+            "taking the snapshot lock",
+            lambda: self._client.set(
+                self._lock_key, self._lock_owner, nx=True, px=lock_ttl_ms
+            ),
+        )
+        if not locked:
+            return False
+
+        arguments = [snapshot.state, snapshot.last_event_id, snapshot.applied_events]
+        stored = await self._run(
+            "storing a snapshot",
+            lambda: self._save_script(keys=[self._snapshot_key], args=arguments),
+            timeout=self.snapshot_timeout,
+        )
+        return bool(stored)
+
+    async def load_snapshot(self) -> Snapshot | None:
+        fields = await self._run(
+            "loading the snapshot",
+            lambda: self._bulk_client.hgetall(self._snapshot_key),
+            timeout=self.snapshot_timeout,
+        )
+        if not fields:
+            return None
+
+        fields = {_as_text(key): value for key, value in fields.items()}
+        return Snapshot(
+            state=fields["state"],
+            last_event_id=_as_text(fields["last_event_id"]),
+            applied_events=int(fields["applied_events"]),
+        )
+
+    async def trim_events(self, before_id: str) -> int:
+        stream_id_order(before_id)
+        return await self._run(
+            "trimming events",
+            lambda: self._client.xtrim(
+                self._events_key, minid=before_id, approximate=False
+            ),
+        )
+
+    async def stream_info(self) -> StreamInfo:
+        async def read_info() -> dict[str, Any] | None:
+            try:
+                return await self._client.xinfo_stream(self._events_key)
+            except redis.exceptions.ResponseError as error:
+                if "no such key" in str(error).lower():
+                    return None
+                raise
+
+        info = await self._run("reading stream counters", read_info)
+        if info is None:
+            return StreamInfo(0, 0, STREAM_START_ID, STREAM_START_ID)
+
+        length = int(info["length"])
+        first_entry = info.get("first-entry")
+        first_id = first_entry[0] if first_entry else STREAM_START_ID
+        # NOTE: Redis before 7.0 does not report entries-added; the counts then
+        # assume that nothing was trimmed, so readers do not notice trimming.
+        return StreamInfo(
+            length=length,
+            entries_added=int(info.get("entries-added", length)),
+            first_id=_as_text(first_id),
+            last_id=_as_text(info.get("last-generated-id", STREAM_START_ID)),
+        )
+
+    async def ping(self) -> None:
+        await self._run("ping", self._client.ping)
+
+    async def check_persistence(self) -> bool | None:
+        async def read_setting() -> Mapping[Any, Any] | None:
+            try:
+                return await self._client.config_get("appendonly")
+            except redis.exceptions.ResponseError as error:
+                # Managed Redis services often disable or rename CONFIG.
+                logger.info(
+                    "Could not read the appendonly setting of Redis at %s (%s); "
+                    "make sure it persists data, or feedback can be lost on restart.",
+                    self.description,
+                    error,
+                )
+                return None
+
+        setting = await self._run("reading the appendonly setting", read_setting)
+        if not setting:
+            return None
+
+        values = {_as_text(key): _as_text(value) for key, value in setting.items()}
+        enabled = values.get("appendonly") == "yes"
+        if not enabled:
+            logger.warning(
+                "Redis at %s runs with appendonly off: acknowledged feedback can be "
+                "lost if it restarts. Turn it on with 'CONFIG SET appendonly yes' and "
+                "in its configuration file.",
+                self.description,
+            )
+        return enabled
+
+    async def close(self) -> None:
+        self._closed = True
+        await self._client.aclose()
+        await self._bulk_client.aclose()
+
+    def _decision_key(self, decision_id: str) -> str:
+        return f"{self.namespace}:decision:{decision_id}"
+
+    def _feedback_key(self, decision_id: str) -> str:
+        return f"{self.namespace}:feedback:{decision_id}"
+
+    async def _run(
+        self,
+        operation: str,
+        call: Callable[[], Awaitable[Result]],
+        *,
+        timeout: float | None = None,
+    ) -> Result:
+        """Run one Redis call, turning connection failures into StoreUnavailable."""
+        if self._closed:
+            raise StoreUnavailable(
+                f"The store for Redis at {self.description} is closed; "
+                "create a new store to continue."
+            )
+
+        try:
+            if timeout is None:
+                return await call()
+            async with asyncio.timeout(timeout):
+                return await call()
+        except (
+            redis.exceptions.ConnectionError,
+            redis.exceptions.TimeoutError,
+            TimeoutError,
+            OSError,
+        ) as error:
+            raise self._unavailable(operation, error) from error
+        except redis.exceptions.ResponseError as error:
+            if str(error).startswith(_UNAVAILABLE_REPLY_PREFIXES):
+                raise self._unavailable(operation, error) from error
+            raise
+
+    def _unavailable(self, operation: str, error: BaseException) -> StoreUnavailable:
+        reason = str(error).rstrip(".") or type(error).__name__
+        return StoreUnavailable(
+            f"Redis at {self.description} failed while {operation}: {reason}. "
+            "Check that the server is running and reachable; the call can be retried."
+        )
+
+
+def _redis_client(
+    url: str,
+    connect_timeout: float,
+    *,
+    read_timeout: float | None,
+    max_connections: int,
+) -> redis.asyncio.Redis:
+    # A blocking pool makes callers beyond max_connections wait for a free
+    # connection (up to the read timeout) instead of failing at once.
+    try:
+        pool = redis.asyncio.BlockingConnectionPool.from_url(
+            url,
+            max_connections=max_connections,
+            timeout=read_timeout,
+            socket_timeout=read_timeout,
+            socket_connect_timeout=connect_timeout,
+            retry=Retry(NoBackoff(), retries=1),
+        )
+    except ValueError as error:
+        raise ConfigError(
+            f"Redis URL {_url_without_password(url)!r} is invalid ({error}); "
+            "use the form redis://host:port/db."
+        ) from error
+    return redis.asyncio.Redis.from_pool(pool)
+
+
+def _url_without_password(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{parts.username}@{host}" if parts.username else host
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _stream_entries(reply: Any) -> list[tuple[Any, Mapping[Any, bytes]]]:
+    """Return the entries of an XREAD reply for one stream (RESP2 or RESP3 form)."""
+    if not reply:
+        return []
+    if isinstance(reply, Mapping):
+        streams = list(reply.values())
+        return list(streams[0][0]) if streams else []
+    return list(reply[0][1])
+
+
+def _decoded_event(event_id: str, fields: Mapping[Any, bytes]) -> FeedbackEvent | None:
+    try:
+        return FeedbackEvent.from_fields(fields)
+    except EventFormatError as error:
+        logger.debug("Stream entry %s cannot be decoded: %s", event_id, error)
+        return None
+
+
+def _format_stream_id(order: tuple[int, int]) -> str:
+    return f"{order[0]}-{order[1]}"
+
+
+def _as_text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _milliseconds(seconds: float) -> int:
+    return max(1, round(seconds * 1000))
+
+
+def _checked_ttl(ttl_seconds: float) -> float:
+    if not (math.isfinite(ttl_seconds) and ttl_seconds > 0):
+        raise ConfigError(
+            f"ttl_seconds={ttl_seconds!r} is invalid; "
+            "give a lifetime in seconds above 0."
+        )
+    return ttl_seconds
+
+
+def _checked_lock_ttl_ms(lock_ttl_ms: int) -> int:
+    if lock_ttl_ms < 1:
+        raise ConfigError(
+            f"lock_ttl_ms={lock_ttl_ms!r} is invalid; give a lock lifetime of at least "
+            "1 ms."
+        )
+    return int(lock_ttl_ms)
