@@ -19,12 +19,12 @@ MACHINE_REDIS_PORT = 6379
 
 @pytest.fixture(scope="session")
 def redis_url() -> str:
-    """URL of the machine's Redis; skips the test when none answers on port 6379."""
+    """URL of the machine's Redis; skips the test when none responds on port 6379."""
     from redis_server import redis_answers
 
     if not redis_answers(MACHINE_REDIS_HOST, MACHINE_REDIS_PORT):
         pytest.skip(
-            f"No Redis server answers PING on {MACHINE_REDIS_HOST}:"
+            f"No Redis server responds to PING on {MACHINE_REDIS_HOST}:"
             f"{MACHINE_REDIS_PORT}; start one (redis-server --port "
             f"{MACHINE_REDIS_PORT}) to run the Redis tests."
         )

@@ -242,7 +242,7 @@ async def test_blocking_read_returns_a_new_event(store_kind):
     assert elapsed < 1.0
 
 
-async def test_blocking_read_without_events_waits_then_returns_empty(store_kind):
+async def test_blocking_read_times_out_empty(store_kind):
     started = time.monotonic()
     entries = await store_kind.store.read_events(
         STREAM_START_ID, block_ms=150, count=10
@@ -430,7 +430,7 @@ async def test_redis_namespaces_are_isolated(redis_url, redis_namespace):
     assert seen_events == []
 
 
-async def test_redis_undecodable_entry_is_reported_as_none(redis_url, redis_namespace):
+async def test_undecodable_entry_reads_as_none(redis_url, redis_namespace):
     store = RedisStore(redis_url, namespace=redis_namespace)
     client = redis.asyncio.Redis.from_url(redis_url)
     damaged_id = (

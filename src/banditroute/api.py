@@ -1,7 +1,7 @@
 """The HTTP routing service: ``create_app`` builds the FastAPI app.
 
-``POST /route`` embeds the prompt, builds its context and asks the in-memory posterior
-for a model. ``POST /feedback`` appends the rating to the event stream that every
+``POST /route`` embeds the prompt, builds its context and lets the in-memory posterior
+choose a model. ``POST /feedback`` appends the rating to the event stream that every
 server process applies in the same order (see ``banditroute.replica``). The request
 path reads no matrices from the store. It writes only the decision record and the
 feedback event.
@@ -404,7 +404,7 @@ class ProcessStats:
 
 @dataclass
 class Service:
-    """Everything one server process needs to answer requests."""
+    """The components one server process uses to handle requests."""
 
     settings: ServiceSettings
     catalog: Catalog
@@ -858,6 +858,10 @@ async def record_feedback(service: Service, body: FeedbackRequest) -> FeedbackRe
     try:
         outcome = await service.recorder.record(report)
     except (RequestError, StoreUnavailable) as error:
+        if isinstance(error, StoreUnavailable):
+            logger.warning(
+                "Feedback for decision %s was not recorded: %s", body.decision_id, error
+            )
         service.stats.feedback_rejected += 1
         service.metrics.feedback.labels(
             source=source, outcome=_feedback_outcome(error)

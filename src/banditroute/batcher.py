@@ -35,7 +35,7 @@ class EncodedPrompt:
 
 
 class PromptEncoder(Protocol):
-    """What the batcher needs of ``banditroute.encoder.Encoder``."""
+    """The part of ``banditroute.encoder.Encoder`` that the batcher calls."""
 
     def encode(self, texts: Sequence[str]) -> Embeddings: ...
 

@@ -571,7 +571,7 @@ def _serve_log_config(level: int) -> dict[str, object]:
         },
         "root": {"handlers": ["default"], "level": level_name},
         "loggers": {
-            # The encoder logs every batch at INFO; the request lines say enough.
+            # The encoder logs every batch at INFO; one line per request is enough.
             "banditroute.encoder": {"level": "WARNING"},
             "uvicorn.access": {"level": "WARNING"},
         },

@@ -38,13 +38,17 @@ _DECISION_ID_TOKEN_BYTES = 16
 _DECISION_ID_PATTERN = re.compile(r"(\d{1,15})\.([A-Za-z0-9_-]{22})")
 
 
+_FieldMap = Mapping[bytes, bytes] | Mapping[str, bytes]
+"""A field map as written by ``to_fields`` or as a Redis client returns it."""
+
+
 class EventFormatError(BanditRouteError, ValueError):
     """A decision record or feedback event has a missing or invalid field."""
 
 
 @dataclass(frozen=True)
 class DecisionRecord:
-    """What the router chose for one request, kept until its feedback arrives."""
+    """Record of the model chosen for one request, kept until its feedback arrives."""
 
     decision_id: str
     model: str
@@ -90,7 +94,7 @@ class DecisionRecord:
         }
 
     @classmethod
-    def from_fields(cls, fields: Mapping[bytes | str, bytes]) -> DecisionRecord:
+    def from_fields(cls, fields: _FieldMap) -> DecisionRecord:
         """Decode a field map written by ``to_fields``.
 
         Raises EventFormatError naming the first missing or invalid field.
@@ -124,7 +128,7 @@ class FeedbackEvent:
     error: bool
     """True when the routed call failed."""
     source: str
-    """Who rated the answer: "user" or "judge"."""
+    """Rater of the response: "user" or "judge"."""
     latency_ms: float | None
     received_at: float
     """Unix time in seconds."""
@@ -168,7 +172,7 @@ class FeedbackEvent:
         }
 
     @classmethod
-    def from_fields(cls, fields: Mapping[bytes | str, bytes]) -> FeedbackEvent:
+    def from_fields(cls, fields: _FieldMap) -> FeedbackEvent:
         """Decode a field map written by ``to_fields``.
 
         Raises EventFormatError naming the first missing or invalid field.
@@ -215,8 +219,10 @@ def decision_id_time(decision_id: str) -> float | None:
 class _FieldReader:
     """Reads typed fields from a field map, naming the field in every error."""
 
-    def __init__(self, fields: Mapping[bytes | str, bytes], kind: str) -> None:
-        self.fields = {_as_text(key): value for key, value in fields.items()}
+    def __init__(self, fields: _FieldMap, kind: str) -> None:
+        self.fields: dict[str, bytes] = {
+            _as_text(key): value for key, value in fields.items()
+        }
         self.kind = kind
 
     def raw(self, name: str) -> bytes:

@@ -66,7 +66,7 @@ class DecisionExpiredError(RequestError):
 
 
 class RatingScale(StrEnum):
-    """How a rating is given; each scale maps linearly onto quality in [0, 1]."""
+    """The scale of a rating. Each scale maps linearly onto quality in [0, 1]."""
 
     THUMBS = "thumbs"
     """0 or 1, or false or true."""
@@ -143,7 +143,7 @@ class FeedbackReport:
 
 @dataclass(frozen=True)
 class FeedbackOutcome:
-    """What the store did with one feedback."""
+    """The result of recording one feedback."""
 
     duplicate: bool
     event_id: str

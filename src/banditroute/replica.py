@@ -1,10 +1,11 @@
 """An in-memory posterior kept in step with the shared feedback event stream.
 
 The posterior is a pure function of the ordered feedback events, so every server
-process that applies the same stream in the same order holds the same posterior: same
-code, same order, same floats. A ``PosteriorReplica`` loads the newest snapshot, replays
-the events after it, then tails the stream. From time to time one process stores a
-snapshot and trims the stream behind it, so that new processes start quickly.
+process that applies the same stream in the same order has the same posterior. It is
+the same bit for bit when the processes run the same numpy and BLAS build on the same
+kind of CPU, which ``digest`` checks. A ``PosteriorReplica`` loads the newest snapshot,
+replays the events after it, then tails the stream. From time to time one process
+stores a snapshot and trims the stream behind it, so that new processes start quickly.
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ import io
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 
-from banditroute.errors import BanditRouteError
+from banditroute.errors import BanditRouteError, ConfigError
 from banditroute.events import FeedbackEvent
 from banditroute.policies.thompson import ContextualThompsonSampling
 from banditroute.policy import Decision
@@ -41,7 +43,6 @@ SNAPSHOT_FORMAT = 1
 _STOP_RETRY_SECONDS = 0.1
 
 _METADATA_KEY = "replica.metadata"
-_CACHE_PREFIX = "replica.cache."
 _PENDING_SUFFIX = "pending"
 
 
@@ -63,6 +64,9 @@ class PosteriorReplica:
     entries older than ``trim_margin_seconds`` (in stream time) before the snapshot's
     last event. A replica that finds events trimmed before it applied them reloads the
     snapshot.
+
+    Only the replica may change the policy; other code may read it at any time, even
+    while a worker thread copies it for a snapshot.
     """
 
     def __init__(
@@ -79,15 +83,18 @@ class PosteriorReplica:
         retry_initial_seconds: float = 0.05,
         retry_max_seconds: float = 5.0,
     ) -> None:
-        if snapshot_every < 1:
-            raise ValueError(f"snapshot_every={snapshot_every!r}; give at least 1.")
-        if block_ms < 1:
-            raise ValueError(f"block_ms={block_ms!r}; give at least 1 ms.")
-        if batch_size < 1:
-            raise ValueError(f"batch_size={batch_size!r}; give at least 1.")
+        for name, value in (
+            ("snapshot_every", snapshot_every),
+            ("block_ms", block_ms),
+            ("batch_size", batch_size),
+            ("snapshot_lock_ms", snapshot_lock_ms),
+        ):
+            if value < 1:
+                raise ConfigError(f"{name}={value!r} is invalid; give at least 1.")
         if trim_margin_seconds < 0:
-            raise ValueError(
-                f"trim_margin_seconds={trim_margin_seconds!r}; give 0 or more seconds."
+            raise ConfigError(
+                f"trim_margin_seconds={trim_margin_seconds!r} is invalid; "
+                "give 0 or more seconds."
             )
 
         self.policy = policy
@@ -109,7 +116,7 @@ class PosteriorReplica:
         """Entries trimmed from the stream before this replica could apply them."""
         self.last_event_id = STREAM_START_ID
         self.caught_up = False
-        """True after a read found no more entries than one batch."""
+        """True after a read returned fewer entries than a batch: none left unread."""
         self.store_available = False
         self.last_error: str | None = None
         self.lag: int | None = None
@@ -183,7 +190,7 @@ class PosteriorReplica:
         return self.policy.decide(context, input_tokens, cost_weight, allowed)
 
     def digest(self) -> str:
-        """Return a SHA-256 hex digest of the posterior, equal in processes in step."""
+        """Return a SHA-256 hex digest of the posterior, to compare processes."""
         return state_digest(policy_state(self.policy))
 
     async def wait_for(self, event_id: str, timeout: float) -> bool:
@@ -200,7 +207,8 @@ class PosteriorReplica:
                 return False
             progress = self._progress
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(progress.wait(), timeout=remaining)
+                async with asyncio.timeout(remaining):
+                    await progress.wait()
         return True
 
     async def refresh_lag(self) -> int:
@@ -262,6 +270,7 @@ class PosteriorReplica:
 
     async def _read_once(self, *, block_ms: int) -> None:
         info = await self.store.stream_info()
+        self._mark_available()
         await self._check_trimmed(info)
         self.lag = self._estimate_lag(info)
 
@@ -292,17 +301,17 @@ class PosteriorReplica:
 
     def _skip_reason(self, event: FeedbackEvent | None) -> str | None:
         if event is None:
-            return "the entry cannot be decoded (written by an incompatible version?)"
+            return "it cannot be decoded; an incompatible version may have written it"
         if event.model not in self.policy.catalog:
             return (
-                f"model {event.model!r} is not in the catalog "
+                f"its model {event.model!r} is not in the catalog "
                 f"{list(self.policy.catalog.names)}"
             )
         dimension = self.policy.posteriors.dimension
         if event.context.shape != (dimension,):
             return (
-                f"the context has {event.context.shape[0]} values, "
-                f"the policy expects {dimension}"
+                f"its context has {event.context.shape[0]} values and the policy "
+                f"expects {dimension}"
             )
         return None
 
@@ -401,16 +410,18 @@ class PosteriorReplica:
             return
         self._snapshot_slot = slot
 
-        # The state, last id and counts are read together, with no await between,
-        # so the snapshot matches its stream position exactly.
-        state = policy_state(self.policy)
         last_event_id = self.last_event_id
         applied_events = self.applied_events
         metadata = {
             "skipped_events": self.skipped_events,
             "missed_events": self.missed_events,
         }
-        payload = await asyncio.to_thread(encode_state, state, metadata)
+        # Copying and encoding tens of MB runs in a worker thread so that requests
+        # keep being served. Only this task applies events, and it waits here, so the
+        # copy matches last_event_id. Routing meanwhile only reads the posterior.
+        payload = await asyncio.to_thread(
+            lambda: encode_state(policy_state(self.policy), metadata)
+        )
 
         snapshot = Snapshot(payload, last_event_id, applied_events)
         saved = await self.store.save_snapshot(
@@ -466,54 +477,28 @@ class PosteriorReplica:
 
 
 def policy_state(policy: ContextualThompsonSampling) -> dict[str, np.ndarray]:
-    """Return the policy's snapshot plus the posterior-mean caches it leaves out.
-
-    ``LinearPosteriors`` updates a cached posterior mean incrementally, and a restored
-    policy would recompute it with different round-off. Carrying the cache keeps a
-    restored replica bit-identical to one that applied every event.
-    """
-    state = policy.snapshot()
-    for part, posteriors in _posterior_parts(policy):
-        # TODO: drop this once LinearPosteriors.snapshot() includes its mean cache.
-        if hasattr(posteriors, "_mean") and f"{part}.mean" not in state:
-            state[f"{_CACHE_PREFIX}{part}.mean"] = posteriors._mean.copy()
-            state[f"{_CACHE_PREFIX}{part}.mean_valid"] = posteriors._mean_valid.copy()
-    return state
+    """Return the policy's full learned state, restorable bit for bit."""
+    return policy.snapshot()
 
 
 def restore_policy_state(
     policy: ContextualThompsonSampling, state: dict[str, np.ndarray]
 ) -> None:
-    """Restore a state returned by ``policy_state``, caches included."""
-    caches = {
-        key: value for key, value in state.items() if key.startswith(_CACHE_PREFIX)
-    }
-    policy.restore({key: value for key, value in state.items() if key not in caches})
-
-    for part, posteriors in _posterior_parts(policy):
-        mean = caches.get(f"{_CACHE_PREFIX}{part}.mean")
-        if mean is not None:
-            posteriors._mean = mean.copy()
-            posteriors._mean_valid = caches[f"{_CACHE_PREFIX}{part}.mean_valid"].copy()
-
-
-def _posterior_parts(policy: ContextualThompsonSampling) -> list[tuple[str, object]]:
-    parts: list[tuple[str, object]] = [("models", policy.posteriors)]
-    if policy.pooled is not None:
-        parts.append(("pooled", policy.pooled))
-    return parts
+    """Restore a state returned by ``policy_state``."""
+    policy.restore(state)
 
 
 def encode_state(
-    state: dict[str, np.ndarray], metadata: dict[str, object] | None = None
+    state: dict[str, np.ndarray], metadata: Mapping[str, object] | None = None
 ) -> bytes:
     """Serialize a policy snapshot and JSON-compatible ``metadata`` as .npz bytes.
 
     Of each ``<part>.pending`` array (contexts waiting for a covariance refresh), only
-    the ``<part>.n_pending`` rows in use are written.
+    the ``<part>.n_pending`` rows in use are written, as float32 when that is exact
+    (contexts are float32 vectors), which halves their size.
     """
-    arrays: dict[str, np.ndarray] = {}
-    pending_shapes: dict[str, list[int]] = {}
+    arrays: dict[str, Any] = {}
+    pending_layouts: dict[str, dict[str, object]] = {}
     for key, value in state.items():
         counts_key = _pending_counts_key(key)
         if counts_key is None or counts_key not in state:
@@ -521,14 +506,17 @@ def encode_state(
             continue
 
         counts = state[counts_key]
-        rows = [value[model, : counts[model]] for model in range(len(counts))]
-        arrays[key] = np.concatenate(rows)
-        pending_shapes[key] = list(value.shape)
+        rows = np.concatenate(
+            [value[model, :count] for model, count in enumerate(counts)]
+        )
+        narrow = rows.astype(np.float32)
+        arrays[key] = narrow if np.array_equal(narrow, rows) else rows
+        pending_layouts[key] = {"shape": list(value.shape), "dtype": value.dtype.str}
 
     header = {
         **(metadata or {}),
         "format": SNAPSHOT_FORMAT,
-        "pending_shapes": pending_shapes,
+        "pending": pending_layouts,
     }
     arrays[_METADATA_KEY] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
 
@@ -537,7 +525,7 @@ def encode_state(
     return buffer.getvalue()
 
 
-def decode_state(payload: bytes) -> tuple[dict[str, np.ndarray], dict[str, object]]:
+def decode_state(payload: bytes) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Decode bytes written by ``encode_state`` into the policy state and metadata."""
     try:
         with np.load(io.BytesIO(payload), allow_pickle=False) as archive:
@@ -555,10 +543,10 @@ def decode_state(payload: bytes) -> tuple[dict[str, np.ndarray], dict[str, objec
             f"reads format {SNAPSHOT_FORMAT}; use a new key namespace for this version."
         )
 
-    for key, shape in metadata["pending_shapes"].items():
+    for key, layout in metadata["pending"].items():
         counts = arrays[_pending_counts_key(key)]
         rows = arrays[key]
-        pending = np.zeros(shape, dtype=rows.dtype)
+        pending = np.zeros(layout["shape"], dtype=np.dtype(layout["dtype"]))
         start = 0
         for model, count in enumerate(counts):
             pending[model, :count] = rows[start : start + count]

@@ -304,7 +304,8 @@ def _new_figure(
 
 
 def _save(figure: Figure, path: Path) -> Path:
-    figure.savefig(path, dpi=PLOT_DPI)
+    # A tight bounding box keeps a title or legend wider than the panels in the image.
+    figure.savefig(path, dpi=PLOT_DPI, bbox_inches="tight")
     return path
 
 
@@ -357,11 +358,11 @@ def _plot_learning_curves(result: ReplayResult, path: Path, title: str) -> Path:
         handles,
         labels,
         loc="outside lower center",
-        ncols=min(len(labels), 4),
+        ncols=min(len(labels), 3),
         fontsize="small",
     )
     spread = "band: ± 1 std over seeds" if result.settings.seeds > 1 else "one seed"
-    figure.suptitle(f"{title}: learning curves (mean over seeds, {spread})")
+    figure.suptitle(f"{title}: learning curves\n(mean over seeds, {spread})")
     return _save(figure, path)
 
 

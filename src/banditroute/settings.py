@@ -77,7 +77,7 @@ class FeatureConfig(BaseModel):
 
 
 class BatchConfig(BaseModel):
-    """How the encoder batches concurrent prompts."""
+    """Batching of concurrent prompts into encoder calls."""
 
     model_config = ConfigDict(extra="forbid")
 

@@ -1,9 +1,9 @@
 """Shared storage of decision records, feedback events and posterior snapshots.
 
 Server processes share what they learn through a ``Store``. ``RedisStore`` keeps it in
-Redis so that several processes (on one or several hosts) learn together;
-``MemoryStore`` keeps it in the process, with the same behaviour, for a single process
-and for tests. Keys of one store live under a namespace::
+Redis, so several processes on one or several hosts learn together. ``MemoryStore``
+keeps it in the process with the same behaviour, for a single process and for tests.
+Keys of one store live under a namespace::
 
     <namespace>:decision:<decision id>  hash: a DecisionRecord, expires after the window
     <namespace>:feedback:<decision id>  string: id of the decision's feedback event
@@ -31,7 +31,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio
@@ -68,7 +68,7 @@ Result = TypeVar("Result")
 
 
 class StoreUnavailable(BanditRouteError):
-    """The store cannot be reached or did not answer in time.
+    """The store cannot be reached or did not respond in time.
 
     The failed call can be retried once the store is back.
     """
@@ -160,11 +160,11 @@ class Store(ABC):
     """Decision records, the feedback event stream and the newest posterior snapshot.
 
     Every method raises StoreUnavailable when the backing server cannot be reached or
-    does not answer in time, and after ``close``.
+    does not respond in time, and after ``close``.
     """
 
     description: str
-    """Where the data lives, for logs: a Redis URL without its password, or "memory"."""
+    """Location of the data, for logs: a Redis URL without its password, or "memory"."""
 
     @abstractmethod
     async def put_decision(self, record: DecisionRecord, ttl_seconds: float) -> None:
@@ -181,8 +181,8 @@ class Store(ABC):
         """Append ``event`` to the stream unless its decision already has feedback.
 
         The check and the append are one atomic step, so concurrent repeats of the same
-        feedback append exactly one event. The decision is remembered as answered for
-        ``ttl_seconds``.
+        feedback append exactly one event. The store keeps the mark that the decision
+        has feedback for ``ttl_seconds``.
         """
 
     @abstractmethod
@@ -210,7 +210,7 @@ class Store(ABC):
     async def save_snapshot(self, snapshot: Snapshot, *, lock_ttl_ms: int) -> bool:
         """Store ``snapshot`` as the newest one; return False if it was not stored.
 
-        The caller first takes the snapshot lock for ``lock_ttl_ms`` and keeps it
+        The store first takes the snapshot lock for ``lock_ttl_ms`` and keeps it
         until it expires, so across all processes at most one snapshot is stored per
         lock period. Returns False when another process holds the lock, or when the
         stored snapshot already covers ``snapshot.last_event_id``.
@@ -234,7 +234,7 @@ class Store(ABC):
 
     @abstractmethod
     async def ping(self) -> None:
-        """Return when the store answers; raise StoreUnavailable otherwise."""
+        """Return when the store responds; raise StoreUnavailable otherwise."""
 
     async def check_persistence(self) -> bool | None:
         """Return whether stored data survives a restart of the store; None if unknown.
@@ -318,7 +318,8 @@ class MemoryStore(Store):
 
         appended = self._appended
         try:
-            await asyncio.wait_for(appended.wait(), timeout=block_ms / 1000)
+            async with asyncio.timeout(block_ms / 1000):
+                await appended.wait()
         except TimeoutError:
             return []
         self._check_open()
@@ -464,11 +465,11 @@ return 1
 class RedisStore(Store):
     """A store in Redis, shared by every process that uses the same URL and namespace.
 
-    Requests use a pool of up to ``max_connections`` connections whose commands time
-    out after ``socket_timeout`` seconds; a caller that finds all of them busy waits up
-    to ``socket_timeout`` for one. Blocking stream reads and snapshot transfers (about
-    20 MB with nine models at d = 385) use a second pool, so they never hold a
-    connection that a request waits for. A failed command
+    Requests use a pool of up to ``max_connections`` connections, and their commands
+    time out after ``socket_timeout`` seconds. A caller that finds every connection
+    busy waits up to ``socket_timeout`` for one. Blocking stream reads and snapshot
+    transfers (about 20 MB with nine models at d = 385) use a second pool, so they
+    never hold a connection that a request waits for. A failed command
     is retried once at once on a new connection, which bridges a server restart.
     Needs Redis 7.0 or newer for the stream counters of ``stream_info``.
     """
@@ -530,7 +531,8 @@ class RedisStore(Store):
 
         async def write() -> None:
             async with self._client.pipeline(transaction=True) as pipeline:
-                pipeline.hset(key, mapping=record.to_fields())
+                fields: dict[Any, Any] = record.to_fields()
+                pipeline.hset(key, mapping=fields)
                 pipeline.pexpire(key, ttl_ms)
                 await pipeline.execute()
 
@@ -538,8 +540,10 @@ class RedisStore(Store):
 
     async def get_decision(self, decision_id: str) -> DecisionRecord | None:
         key = self._decision_key(decision_id)
-        fields = await self._run(
-            "reading a decision", lambda: self._client.hgetall(key)
+        # The clients do not decode replies, so keys and values are bytes.
+        fields = cast(
+            dict[bytes, bytes],
+            await self._run("reading a decision", lambda: self._client.hgetall(key)),
         )
         if not fields:
             return None
@@ -564,7 +568,7 @@ class RedisStore(Store):
         self, after_id: str, *, block_ms: int, count: int
     ) -> list[tuple[str, FeedbackEvent | None]]:
         stream_id_order(after_id)
-        streams = {self._events_key: after_id}
+        streams: dict[Any, Any] = {self._events_key: after_id}
         if block_ms > 0:
             reply = await self._run(
                 "reading events",
@@ -594,7 +598,11 @@ class RedisStore(Store):
         if not locked:
             return False
 
-        arguments = [snapshot.state, snapshot.last_event_id, snapshot.applied_events]
+        arguments: list[Any] = [
+            snapshot.state,
+            snapshot.last_event_id,
+            snapshot.applied_events,
+        ]
         stored = await self._run(
             "storing a snapshot",
             lambda: self._save_script(keys=[self._snapshot_key], args=arguments),
@@ -603,19 +611,24 @@ class RedisStore(Store):
         return bool(stored)
 
     async def load_snapshot(self) -> Snapshot | None:
-        fields = await self._run(
-            "loading the snapshot",
-            lambda: self._bulk_client.hgetall(self._snapshot_key),
-            timeout=self.snapshot_timeout,
+        fields = cast(
+            dict[bytes, bytes],
+            await self._run(
+                "loading the snapshot",
+                lambda: self._bulk_client.hgetall(self._snapshot_key),
+                timeout=self.snapshot_timeout,
+            ),
         )
         if not fields:
             return None
 
-        fields = {_as_text(key): value for key, value in fields.items()}
+        values: dict[str, bytes] = {
+            _as_text(key): value for key, value in fields.items()
+        }
         return Snapshot(
-            state=fields["state"],
-            last_event_id=_as_text(fields["last_event_id"]),
-            applied_events=int(fields["applied_events"]),
+            state=values["state"],
+            last_event_id=_as_text(values["last_event_id"]),
+            applied_events=int(values["applied_events"]),
         )
 
     async def trim_events(self, before_id: str) -> int:
