@@ -10,9 +10,14 @@ Prompts are about 20 words. The load generator is an asyncio httpx client that r
 its own process, so its CPU use does not slow down this script's bookkeeping.
 
 Each server process listens on its own port (``--workers 1``), so that the propagation
-probe can ask every process for its posterior; the load generator sends requests to the
-ports in turn. A private redis-server is started on a free port unless ``--redis-url``
+probe can poll every process. The load generator sends requests to the ports in turn. A private redis-server is started on a free port unless ``--redis-url``
 is given. All traffic stays on 127.0.0.1.
+
+Servers run with ``--torch-threads`` (default 1) torch threads each, because on a small
+machine a second torch thread competes with the event loop, the load generator and
+Redis for the same cores. The encoder alone is measured with every available CPU.
+Latencies depend on the rest of the machine's load, so the table also prints the load
+average and the server CPU time per request, which depends less on it.
 
 Usage: python experiments/bench_service.py [--routes 2000] [--feedback 2000]
 """
@@ -43,6 +48,8 @@ WARMUP_ROUTES = 64
 BATCH_SIZE = 32
 SERVER_START_TIMEOUT_SECONDS = 120.0
 PROPAGATION_TIMEOUT_SECONDS = 5.0
+LOAD_BEFORE: list[float] = [0.0, 0.0, 0.0]
+"""Load averages when the benchmark started: other work on the machine skews it."""
 
 CATALOG = [
     {"name": "claude-sonnet-4", "input_usd_per_mtok": 3.0, "output_usd_per_mtok": 15.0},
@@ -75,6 +82,16 @@ VOCABULARY = tuple(_VOCABULARY_TEXT.split())
 
 def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q)) if values else float("nan")
+
+
+def process_cpu_seconds(pids: list[int]) -> float:
+    """Return the user plus system CPU time of processes, all threads, from /proc."""
+    ticks_per_second = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / ticks_per_second
 
 
 def make_prompts(count: int, seed: int) -> list[str]:
@@ -203,22 +220,39 @@ async def _propagation_phase(
     return delays
 
 
+async def _wait_applied(client: httpx.AsyncClient, urls: list[str], count: int) -> None:
+    """Wait until every server has applied ``count`` events, for at most 120 s."""
+    deadline = time.perf_counter() + 120.0
+    for url in urls:
+        while time.perf_counter() < deadline:
+            stats = await client.get(f"{url}/stats", params={"digest": "false"})
+            if stats.json()["posterior"]["applied_events"] >= count:
+                break
+            await asyncio.sleep(0.05)
+
+
 async def run_load(parameters: dict[str, Any]) -> dict[str, Any]:
     urls = parameters["urls"]
     limits = httpx.Limits(max_connections=CONCURRENCY * 2)
     async with httpx.AsyncClient(timeout=30.0, limits=limits) as client:
         await _route_phase(client, urls, make_prompts(WARMUP_ROUTES, seed=2))
 
+        pids = parameters["pids"]
         prompts = make_prompts(parameters["routes"], seed=3)
+        cpu_before = process_cpu_seconds(pids)
         route_latencies, decision_ids, route_seconds = await _route_phase(
             client, urls, prompts
         )
+        route_cpu = process_cpu_seconds(pids) - cpu_before
 
         feedback_ids = decision_ids[: parameters["feedback"]]
         probe_ids = decision_ids[parameters["feedback"] :][: parameters["probes"]]
+        cpu_before = process_cpu_seconds(pids)
         feedback_latencies, accepted, feedback_seconds = await _feedback_phase(
             client, urls, feedback_ids, seed=4
         )
+        await _wait_applied(client, urls, accepted)
+        feedback_cpu = process_cpu_seconds(pids) - cpu_before
         propagation = await _propagation_phase(client, urls, probe_ids)
 
     return {
@@ -229,6 +263,8 @@ async def run_load(parameters: dict[str, Any]) -> dict[str, Any]:
         "feedback_p99_ms": percentile(feedback_latencies, 99) * 1000,
         "feedback_per_second": accepted / feedback_seconds,
         "feedback_accepted": accepted,
+        "route_cpu_ms": route_cpu / len(route_latencies) * 1000,
+        "feedback_cpu_ms": feedback_cpu / max(accepted, 1) * 1000,
         "propagation_p50_ms": percentile(propagation, 50) * 1000,
         "propagation_p99_ms": percentile(propagation, 99) * 1000,
         "propagation_samples": len(propagation),
@@ -288,7 +324,7 @@ class RedisProcess:
 
 
 def start_servers(
-    count: int, redis_url: str, namespace: str, folder: Path
+    count: int, redis_url: str, namespace: str, folder: Path, torch_threads: int
 ) -> tuple[list[subprocess.Popen[bytes]], list[str]]:
     config = folder / f"service-{namespace}.yaml"
     config.write_text(
@@ -298,7 +334,7 @@ def start_servers(
                 "redis_url": redis_url,
                 "redis_namespace": namespace,
                 "cost_weight": 10.0,
-                "torch_threads": max(1, (os.cpu_count() or 1) // count),
+                "torch_threads": torch_threads,
             }
         )
     )
@@ -350,10 +386,13 @@ def run_with_servers(
     workers: int, redis_url: str, folder: Path, arguments: argparse.Namespace
 ) -> dict[str, Any]:
     namespace = f"bench-{workers}-{os.getpid()}-{time.time_ns()}"
-    processes, urls = start_servers(workers, redis_url, namespace, folder)
+    processes, urls = start_servers(
+        workers, redis_url, namespace, folder, arguments.torch_threads
+    )
     try:
         parameters = {
             "urls": urls,
+            "pids": [process.pid for process in processes],
             "routes": arguments.routes,
             "feedback": min(arguments.feedback, arguments.routes),
             "probes": arguments.probes,
@@ -384,7 +423,10 @@ def print_table(encoder: dict[str, float], results: dict[int, dict[str, Any]]) -
         f"\nEncoder alone: {single:.2f} ms for one prompt (median), "
         f"{batched:.0f} prompts/s in batches of {BATCH_SIZE}"
     )
-    print(f"CPUs: {os.cpu_count()}; {CONCURRENCY} concurrent clients\n")
+    print(
+        f"CPUs: {os.cpu_count()}; {CONCURRENCY} concurrent clients; load average "
+        f"before {LOAD_BEFORE[0]:.2f}, after {os.getloadavg()[0]:.2f} (1 min)\n"
+    )
 
     route_p50_target = f"<= {3 * single:.1f} (3x encoder)"
     route_rate_target = f">= {batched / 2:.0f} (encoder/2)"
@@ -414,7 +456,9 @@ def print_table(encoder: dict[str, float], results: dict[int, dict[str, Any]]) -
             f"  {workers} worker(s): /feedback p50 {result['feedback_p50_ms']:.1f} ms, "
             f"{result['feedback_accepted']} events accepted; propagation p50 "
             f"{result['propagation_p50_ms']:.1f} ms over "
-            f"{result['propagation_samples']} samples"
+            f"{result['propagation_samples']} samples; server CPU time per /route "
+            f"{result['route_cpu_ms']:.1f} ms, per accepted feedback (request and "
+            f"applying the event in every server) {result['feedback_cpu_ms']:.1f} ms"
         )
 
 
@@ -434,6 +478,12 @@ def parse_arguments() -> argparse.Namespace:
     parser.add_argument(
         "--redis-url", help="Use this Redis instead of a private redis-server."
     )
+    parser.add_argument(
+        "--torch-threads",
+        type=int,
+        default=1,
+        help="Torch threads of each server process (the service setting).",
+    )
     parser.add_argument("--load-generator", help=argparse.SUPPRESS)
     return parser.parse_args()
 
@@ -445,6 +495,7 @@ def main() -> None:
         print(json.dumps(result))
         return
 
+    LOAD_BEFORE[:] = os.getloadavg()
     encoder = measure_encoder(arguments.encoder_samples)
     worker_counts = [int(item) for item in arguments.workers.split(",")]
     with tempfile.TemporaryDirectory(prefix="bench-service-") as folder_name:

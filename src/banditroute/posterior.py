@@ -215,6 +215,12 @@ class LinearPosteriors:
         self.n_observations[model_index] += len(qualities)
         self._refactorize(model_index)
 
+    def fit_table(self, contexts: np.ndarray, quality: np.ndarray) -> None:
+        """Fit every model from a (prompts, models) quality table; NaN entries skip."""
+        for model_index in range(self.n_models):
+            observed = np.isfinite(quality[:, model_index])
+            self.fit(model_index, contexts[observed], quality[observed, model_index])
+
     def refresh(self, model_index: int) -> None:
         """Fold pending contexts into the precision and re-derive the covariance."""
         k = model_index

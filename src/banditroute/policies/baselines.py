@@ -135,13 +135,7 @@ class _LinearBaseline(Policy):
 
     def warm_start(self, history: WarmStartData) -> None:
         self.cost_model.fit(history.output_tokens)
-        for model_index in range(self.n_models):
-            observed = np.isfinite(history.quality[:, model_index])
-            self.posteriors.fit(
-                model_index,
-                history.contexts[observed],
-                history.quality[observed, model_index],
-            )
+        self.posteriors.fit_table(history.contexts, history.quality)
 
 
 class EpsilonGreedy(_LinearBaseline):

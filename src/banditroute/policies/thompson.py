@@ -123,13 +123,7 @@ class ContextualThompsonSampling(Policy):
             self.pooled.fit(0, history.contexts[rows], history.quality[rows, models])
             self.posteriors.set_prior_mean(self.pooled.posterior_mean(0))
 
-        for model_index in range(self.n_models):
-            observed = np.isfinite(history.quality[:, model_index])
-            self.posteriors.fit(
-                model_index,
-                history.contexts[observed],
-                history.quality[observed, model_index],
-            )
+        self.posteriors.fit_table(history.contexts, history.quality)
 
     def snapshot(self) -> dict[str, np.ndarray]:
         """Return the learned state as named arrays, restorable with ``restore``."""
