@@ -10,8 +10,9 @@ Prompts are about 20 words. The load generator is an asyncio httpx client that r
 its own process, so its CPU use does not slow down this script's bookkeeping.
 
 Each server process listens on its own port (``--workers 1``), so that the propagation
-probe can poll every process. The load generator sends requests to the ports in turn. A private redis-server is started on a free port unless ``--redis-url``
-is given. All traffic stays on 127.0.0.1.
+probe can poll every process. The load generator sends requests to the ports in turn.
+A private redis-server is started on a free port unless ``--redis-url`` is given. All
+traffic stays on 127.0.0.1.
 
 Servers run with ``--torch-threads`` (default 1) torch threads each, because on a small
 machine a second torch thread competes with the event loop, the load generator and

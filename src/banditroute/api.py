@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 import numpy as np
+import threadpoolctl
 from fastapi import FastAPI, Query, Request, Response
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
@@ -453,6 +454,7 @@ async def start_service(
     if encoder is None:
         encoder = Encoder(settings.encoder_model)
     _set_torch_threads(settings.resolved_torch_threads())
+    _limit_blas_threads()
 
     features = FeatureBuilder(encoder.dimension, settings.features.to_spec())
     policy = ContextualThompsonSampling(
@@ -505,6 +507,13 @@ def _open_store(settings: ServiceSettings, feature_dimension: int) -> Store:
         namespace=settings.store_namespace(feature_dimension),
         socket_timeout=settings.redis_timeout_seconds,
     )
+
+
+def _limit_blas_threads() -> None:
+    # The posterior's matrix-vector products and rank-one updates are a few hundred
+    # kilobytes each. A second BLAS thread speeds them up little and, with the
+    # encoder and other workers on the same cores, slows applying events many-fold.
+    threadpoolctl.threadpool_limits(limits=1, user_api="blas")
 
 
 def _set_torch_threads(threads: int) -> None:

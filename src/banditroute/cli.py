@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import sys
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated
@@ -36,7 +37,7 @@ USAGE_ERROR_EXIT_CODE = 2
 
 IO_ERROR_EXIT_CODE = 1
 
-DEFAULT_SYNTHETIC_PROMPTS = 2000
+DEFAULT_SYNTHETIC_PROMPTS = 4000
 SYNTHETIC_WORKLOAD_SEED = 0
 """Seed of the synthetic workload's generator, so every replay gets the same prompts."""
 
@@ -195,9 +196,10 @@ def replay_command(
         bool,
         typer.Option(
             "--progress/--no-progress",
-            help="Show progress bars (on stderr) while embedding and replaying.",
+            help="Show progress bars (on stderr) while embedding and replaying. "
+            "Default: on when stderr is a terminal.",
         ),
-    ] = True,
+    ] = sys.stderr.isatty(),
 ) -> None:
     """Run ``banditroute replay``, whose help text is ``REPLAY_HELP``."""
     logging.basicConfig(
@@ -211,6 +213,8 @@ def replay_command(
 
     try:
         log, log_name, inputs = _load_log(log_path, prices, synthetic_prompts)
+        out_dir = out if out is not None else _default_out_dir(log_name)
+        _check_writable(out_dir)
         _check_policy_names(settings.policies, log)
         contexts, encoder_inputs = _build_contexts(
             log, encoder_model, cache_dir, progress
@@ -221,7 +225,6 @@ def replay_command(
         raise typer.Exit(USAGE_ERROR_EXIT_CODE) from error
 
     result = dataclasses.replace(result, inputs={**inputs, **encoder_inputs})
-    out_dir = out if out is not None else _default_out_dir(log_name)
     try:
         write_report(result, out_dir, title=f"Replay of {log_name}")
     except OSError as error:
@@ -232,6 +235,21 @@ def replay_command(
     for table in _summary_tables(result):
         console.print(table)
     typer.echo(f"Report written to {out_dir}")
+
+
+def _check_writable(out_dir: Path) -> None:
+    """Create ``out_dir`` and write a probe file, so a bad --out fails early."""
+    probe = out_dir / ".write-check"
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise typer.BadParameter(
+            f"cannot write the report to {out_dir}: {error.strerror or error}; "
+            "give a folder you can write to.",
+            param_hint="--out",
+        ) from error
 
 
 # Option values

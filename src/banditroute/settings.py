@@ -30,7 +30,7 @@ from banditroute.catalog import Catalog, ModelSpec
 from banditroute.encoder import DEFAULT_ENCODER_MODEL, available_cpu_count
 from banditroute.errors import ConfigError
 from banditroute.features import FeatureSpec
-from banditroute.posterior import PriorSettings
+from banditroute.posterior import DEFAULT_PRIOR, PriorSettings
 from banditroute.store import store_namespace
 
 CONFIG_ENV_VARIABLE = "BANDITROUTE_CONFIG"
@@ -56,7 +56,9 @@ class PriorConfig(BaseModel):
 
     mean_quality: float = Field(0.5, allow_inf_nan=False)
     bias_precision: float = Field(1.0, gt=0, allow_inf_nan=False)
-    weight_precision: float = Field(1.0, gt=0, allow_inf_nan=False)
+    weight_precision: float = Field(
+        DEFAULT_PRIOR.weight_precision, gt=0, allow_inf_nan=False
+    )
     noise_shape: float = Field(2.0, gt=0, allow_inf_nan=False)
     noise_variance: float = Field(0.25, gt=0, allow_inf_nan=False)
 
