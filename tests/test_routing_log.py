@@ -740,3 +740,41 @@ def test_alpacaeval_log_lacks_two_phi2_rows() -> None:
     assert log.report.missing_model_rows == 2
     assert np.isnan(log.quality[:, phi2]).sum() == 2
     assert log.complete().sum() == 803
+
+
+def test_load_report_names_model_without_rows(tmp_path):
+    rows = [
+        {"prompt_id": "p1", "model": "a", "quality": 1.0},
+        {"prompt_id": "p1", "model": "b", "quality": 0.0},
+        {"prompt_id": "p2", "model": "a", "quality": None},
+    ]
+    path = tmp_path / "gaps.jsonl"
+    path.write_text(
+        "\n".join(
+            json.dumps(
+                {
+                    "category": "c",
+                    "prompt": f"prompt {row['prompt_id']}",
+                    "cost_usd": 0.001,
+                    "input_tokens": 10,
+                    "output_tokens": 20,
+                    **row,
+                }
+            )
+            for row in rows
+        )
+    )
+    prices = tmp_path / "prices.json"
+    prices.write_text(
+        json.dumps(
+            {
+                "a": {"input_usd_per_mtok": 20.0, "output_usd_per_mtok": 40.0},
+                "b": {"input_usd_per_mtok": 20.0, "output_usd_per_mtok": 40.0},
+            }
+        )
+    )
+
+    lines = read_routing_log(path, prices).report.lines()
+
+    assert "model b has no row for 1 prompts: p2" in lines
+    assert "model a has a null quality for 1 prompts: p2" in lines

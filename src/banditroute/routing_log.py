@@ -261,10 +261,40 @@ def _is_gzip(path: Path) -> bool:
         return file.read(len(_GZIP_MAGIC)) == _GZIP_MAGIC
 
 
+MAX_LISTED_PROMPT_IDS = 5
+"""Prompt ids named per model in a load-report note; the rest are counted."""
+
+
+def _gap_notes(
+    catalog: Catalog,
+    present: np.ndarray,
+    observed: np.ndarray,
+    prompt_ids: list[str],
+) -> list[str]:
+    """Name the models that lack rows or qualities, with some prompts affected."""
+    notes = []
+    for model_index, name in enumerate(catalog.names):
+        for mask, what in (
+            (~present[:, model_index], "no row"),
+            (present[:, model_index] & ~observed[:, model_index], "a null quality"),
+        ):
+            rows = np.flatnonzero(mask)
+            if len(rows) == 0:
+                continue
+            listed = ", ".join(prompt_ids[row] for row in rows[:MAX_LISTED_PROMPT_IDS])
+            more = len(rows) - MAX_LISTED_PROMPT_IDS
+            suffix = f" and {more} more" if more > 0 else ""
+            notes.append(
+                f"model {name} has {what} for {len(rows)} prompts: {listed}{suffix}"
+            )
+    return notes
+
+
 def _build_log(table: _LogTable, catalog: Catalog, source: str) -> RoutingLog:
     present = np.isfinite(table.cost_usd)
     null_quality = int((present & ~np.isfinite(table.quality)).sum())
     observed = np.isfinite(table.quality) & present
+    notes = [*table.notes, *_gap_notes(catalog, present, observed, table.prompt_ids)]
     report = LoadReport(
         source=source,
         rows=table.rows,
@@ -274,7 +304,7 @@ def _build_log(table: _LogTable, catalog: Catalog, source: str) -> RoutingLog:
         missing_model_rows=int((~present).sum()),
         null_quality=null_quality,
         incomplete_prompts=int((~observed.all(axis=1)).sum()),
-        notes=tuple(table.notes),
+        notes=tuple(notes),
     )
     return RoutingLog(
         prompt_ids=table.prompt_ids,
