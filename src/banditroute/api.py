@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Annotated, Any
@@ -27,8 +26,6 @@ from fastapi import FastAPI, Query, Request, Response
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from fastapi.routing import APIRoute
-from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from banditroute.batcher import EncodingBatcher
@@ -40,14 +37,21 @@ from banditroute.features import FeatureBuilder
 from banditroute.feedback import (
     FeedbackRecorder,
     FeedbackReport,
-    FeedbackSource,
     InvalidFieldError,
-    RatingScale,
     RequestError,
 )
+from banditroute.json_body import StrictJSONRoute
 from banditroute.metrics import ServiceMetrics
 from banditroute.policies.thompson import ContextualThompsonSampling
 from banditroute.replica import PosteriorReplica
+from banditroute.schemas import (
+    ERROR_RESPONSES,
+    ErrorResponse,
+    FeedbackRequest,
+    FeedbackResponse,
+    RouteRequest,
+    RouteResponse,
+)
 from banditroute.settings import ServiceSettings, load_settings
 from banditroute.store import MemoryStore, RedisStore, Store, StoreUnavailable
 
@@ -56,120 +60,7 @@ logger = logging.getLogger(__name__)
 REPLICA_STOP_TIMEOUT_SECONDS = 2.0
 
 
-# Request and response bodies
-
-
-class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-    role: str = Field(min_length=1)
-    content: str
-
-
-class RouteRequest(BaseModel):
-    """A request to route; send exactly one of ``prompt`` and ``messages``."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-    prompt: str | None = None
-    messages: list[ChatMessage] | None = None
-    """Chat messages; their contents, joined by newlines, are embedded."""
-    metadata: dict[str, Any] | None = None
-    """Values of the metadata features in the settings; other keys are ignored."""
-    allowed_models: list[str] | None = None
-    """Catalog names the router may choose from; default: every model."""
-    cost_weight: float | None = Field(None, ge=0, allow_inf_nan=False)
-    """Quality points given up to save one USD; default: the service setting."""
-    max_cost_usd: float | None = Field(None, gt=0, allow_inf_nan=False)
-    """Only models whose expected cost in USD is at most this are chosen."""
-
-
-class RouteResponse(BaseModel):
-    decision_id: str
-    model: str
-    expected_cost_usd: float
-    """Expected cost of the chosen model for this request, in USD."""
-    propensity: float
-    """Estimated probability that the router chooses this model for this request."""
-    truncated: bool
-    """True when the prompt exceeded the encoder's max sequence length."""
-    posterior_version: int
-    """Feedback events applied to the posterior that made this decision."""
-    degraded: bool
-    """True when the decision record could not be stored, so feedback returns 404."""
-
-
-RatingValue = Annotated[
-    bool | float | None,
-    WithJsonSchema(
-        {"anyOf": [{"type": "boolean"}, {"type": "number"}, {"type": "null"}]}
-    ),
-]
-
-
-class FeedbackRequest(BaseModel):
-    """The outcome of one routed request."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-    decision_id: str = Field(min_length=1, max_length=256)
-    rating: RatingValue = None
-    scale: RatingScale | None = Field(None, strict=False)
-    source: FeedbackSource = Field(FeedbackSource.USER, strict=False)
-    input_tokens: int | None = Field(None, ge=0)
-    output_tokens: int | None = Field(None, ge=0)
-    cost_usd: float | None = Field(None, ge=0, allow_inf_nan=False)
-    latency_ms: float | None = Field(None, ge=0, allow_inf_nan=False)
-    error: bool = False
-    """True for a failed call; without a rating, it counts as quality 0."""
-
-    @field_validator("rating", mode="plain")
-    @classmethod
-    def _rating_is_a_number(cls, value: object) -> bool | float | None:
-        # A plain validator keeps the error location at "rating", where a union of
-        # types would add the name of each member type to it.
-        if value is None or isinstance(value, bool | int | float):
-            return value
-        raise ValueError("rating must be a number or a boolean")
-
-
-class FeedbackResponse(BaseModel):
-    accepted: bool
-    duplicate: bool
-    """True when feedback for this decision was already recorded; nothing changed."""
-    event_id: str
-
-
-class ErrorResponse(BaseModel):
-    error: str
-    message: str
-    field: str | None = None
-    value: Any = None
-
-
-ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorResponse} for status in (400, 404, 410, 413, 415, 422, 503)
-}
-
-
 # Errors
-
-
-class MalformedBodyError(RequestError):
-    """The body is not valid UTF-8 JSON."""
-
-    status_code = 400
-    error_code = "malformed_body"
-
-
-class BodyTooLargeError(RequestError):
-    status_code = 413
-    error_code = "body_too_large"
-
-
-class UnsupportedMediaTypeError(RequestError):
-    status_code = 415
-    error_code = "unsupported_media_type"
 
 
 def error_response(error: Exception, request: Request | None = None) -> JSONResponse:
@@ -238,150 +129,6 @@ def _retry_after_seconds(request: Request | None) -> int:
     if service is None:
         return ServiceSettings.model_fields["retry_after_seconds"].default
     return service.settings.retry_after_seconds
-
-
-# Strict JSON bodies
-
-
-class StrictJSONRoute(APIRoute):
-    """A route whose JSON body is size-limited and parsed without NaN or Infinity.
-
-    Python's json module accepts NaN, Infinity and numbers too large for a float
-    (which become inf). This route rejects them with a 422 that names the field, and
-    a body that is not UTF-8 JSON with a 400, before FastAPI validates the body.
-    """
-
-    def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
-        handler = super().get_route_handler()
-
-        async def parse_then_handle(request: Request) -> Response:
-            if request.method in ("POST", "PUT", "PATCH"):
-                await load_strict_json(request)
-            return await handler(request)
-
-        return parse_then_handle
-
-
-async def load_strict_json(request: Request) -> Any:
-    """Read, check and parse the JSON body, and cache it on ``request``."""
-    service: Service = request.app.state.service
-    _check_content_type(request)
-    body = await _read_limited_body(request, service.settings.max_body_bytes)
-    parsed = parse_strict_json(body)
-
-    # Starlette caches the body and the parsed JSON under these names, so FastAPI
-    # validates this result instead of parsing the body a second time.
-    request._body = body
-    request._json = parsed
-    return parsed
-
-
-def _check_content_type(request: Request) -> None:
-    content_type = request.headers.get("content-type")
-    if content_type is None:
-        return
-
-    media_type = content_type.split(";", 1)[0].strip().lower()
-    if media_type == "application/json" or media_type.endswith("+json"):
-        return
-    raise UnsupportedMediaTypeError(
-        f"Content-Type {content_type!r} is not JSON; send application/json.",
-        field="Content-Type",
-        value=content_type,
-    )
-
-
-async def _read_limited_body(request: Request, max_bytes: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-        raise _too_large(int(declared), max_bytes)
-
-    chunks = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > max_bytes:
-            raise _too_large(size, max_bytes)
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _too_large(size: int, max_bytes: int) -> BodyTooLargeError:
-    return BodyTooLargeError(
-        f"The body has at least {size} bytes, more than the maximum of {max_bytes}; "
-        "send a shorter prompt.",
-        field="body",
-        value=size,
-    )
-
-
-class _NonFiniteNumber:
-    """Stands in for a NaN or infinite number until its path in the body is known."""
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-
-
-def parse_strict_json(body: bytes) -> Any:
-    """Parse a UTF-8 JSON body that contains only finite numbers.
-
-    Raises MalformedBodyError for an empty body, invalid UTF-8 or invalid JSON, and
-    InvalidFieldError naming the path of a NaN or infinite number.
-    """
-    if not body.strip():
-        raise MalformedBodyError("The body is empty; send a JSON object.", field="body")
-
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise MalformedBodyError(
-            f"The body is not valid UTF-8 (byte {error.start}); encode it as UTF-8.",
-            field="body",
-        ) from error
-
-    try:
-        parsed = json.loads(
-            text, parse_constant=_NonFiniteNumber, parse_float=_parse_finite_float
-        )
-    except (json.JSONDecodeError, ValueError) as error:
-        raise MalformedBodyError(
-            f"The body is not valid JSON: {error}; send a JSON object.", field="body"
-        ) from error
-
-    path, number = _find_non_finite(parsed, [])
-    if number is not None:
-        raise InvalidFieldError(
-            f"{path or 'body'} is {number.text}; JSON numbers must be finite.",
-            field=path or "body",
-            value=number.text,
-        )
-    return parsed
-
-
-def _parse_finite_float(text: str) -> float | _NonFiniteNumber:
-    value = float(text)
-    if np.isfinite(value):
-        return value
-    return _NonFiniteNumber(text)
-
-
-def _find_non_finite(
-    value: object, path: list[str]
-) -> tuple[str, _NonFiniteNumber | None]:
-    if isinstance(value, _NonFiniteNumber):
-        return ".".join(path), value
-    if isinstance(value, dict):
-        items: Any = value.items()
-    elif isinstance(value, list):
-        items = enumerate(value)
-    else:
-        return "", None
-
-    for key, item in items:
-        found_path, found = _find_non_finite(item, [*path, str(key)])
-        if found is not None:
-            return found_path, found
-    return "", None
 
 
 # Service state
