@@ -443,14 +443,21 @@ def _needs_log_scale(costs: list[float]) -> bool:
     return values.max() > LOG_SCALE_MIN_RATIO * values.min()
 
 
+SHARE_PLOT_COLUMNS = 3
+"""Panels per row of the model-share plot when it shows a single cost weight."""
+
+
 def _plot_model_shares(result: ReplayResult, path: Path, title: str) -> Path:
     weights = result.settings.cost_weights
     if len(weights) > MAX_WEIGHTS_PER_SHARE_PLOT:
         weights = weights[:1]
 
     policies = result.settings.policies
+    # One row per policy with a column per weight, or with a single weight a grid
+    # of policies three wide.
+    columns = len(weights) if len(weights) > 1 else SHARE_PLOT_COLUMNS
     figure, panels = _new_figure(
-        len(policies) * len(weights), columns=len(weights), panel_size=(5.0, 3.2)
+        len(policies) * len(weights), columns=columns, panel_size=(5.0, 3.2)
     )
     edges = result.window_edges
     colors = _model_colors(len(result.model_names))
