@@ -274,7 +274,7 @@ def _gap_notes(
     """Name the models that lack rows or qualities, with some prompts affected."""
     notes = []
     for model_index, name in enumerate(catalog.names):
-        for mask, what in (
+        for mask, gap in (
             (~present[:, model_index], "no row"),
             (present[:, model_index] & ~observed[:, model_index], "a null quality"),
         ):
@@ -285,7 +285,7 @@ def _gap_notes(
             more = len(rows) - MAX_LISTED_PROMPT_IDS
             suffix = f" and {more} more" if more > 0 else ""
             notes.append(
-                f"model {name} has {what} for {len(rows)} prompts: {listed}{suffix}"
+                f"model {name} has {gap} for {len(rows)} prompts: {listed}{suffix}"
             )
     return notes
 

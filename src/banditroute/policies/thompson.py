@@ -40,10 +40,10 @@ class ContextualThompsonSampling(Policy):
     product instead of a d x d factorization per model.
 
     With ``pooled_prior`` (the default), every model's prior mean is the posterior mean
-    of one regression fitted on the feedback of all models, so a model with little data
-    starts from what the others have shown about a prompt (its difficulty) and learns
-    only its own difference. The shared part moves all models alike and so cannot change
-    the argmax; only the per-model uncertainty drives exploration.
+    of one regression fitted on the feedback of all models. A model with little data
+    thus starts from what the others have shown about a prompt (its difficulty) and
+    learns only its own difference. The shared part moves all models alike, so it
+    cannot change the argmax, and only the per-model uncertainty drives exploration.
 
     ``exploration`` scales the sampled standard deviation (see
     ``DEFAULT_EXPLORATION``). With ``noise_variance`` set, the noise variance is fixed
@@ -90,10 +90,10 @@ class ContextualThompsonSampling(Policy):
         expected_cost = self.cost_model.expected_cost(input_tokens)
         penalty = cost_weight * expected_cost
 
-        # Row 0 is the Thompson draw that decides; the other rows are fresh draws
-        # of the same posterior that estimate the probability of that choice
-        # (Thompson sampling has no closed form for it). Counting row 0 as well keeps
-        # the estimate above zero for the chosen model.
+        # Row 0 is the Thompson draw that decides. The other rows are fresh draws of
+        # the same posterior, because Thompson sampling has no closed form for the
+        # probability of its choice. Counting row 0 as well keeps that estimate above
+        # zero for the chosen model.
         draws = self._sample_quality(means, spread, rows=1 + self.propensity_draws)
         scores = np.where(allowed, draws[0] - penalty, -np.inf)
         chosen = argmax_random_tie(scores, allowed, self.rng)
