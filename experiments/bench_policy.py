@@ -1,6 +1,6 @@
 """Measure routing decisions per second (decide then update) of each policy on one core.
 
-Contexts are precomputed unit vectors, as a replay with cached embeddings sees them, so
+Contexts are precomputed unit vectors, like the cached embeddings a replay reads, so
 the figures cover the policy alone. BLAS is limited to one thread. Run:
 
     python experiments/bench_policy.py [--dimension 384] [--models 9] [--steps 20000]

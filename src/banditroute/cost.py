@@ -13,9 +13,10 @@ DEFAULT_PRIOR_OUTPUT_TOKENS = 256.0
 class CostModel:
     """Predicts each model's cost in USD as input cost plus expected output cost.
 
-    The input token count of a request is known when it is routed; the output count is
-    not, so each model's mean output token count is learned from reported usage. The
-    mean starts at ``prior_output_tokens`` with the weight of ``prior_weight`` requests.
+    The input token count of a request is known when it is routed, but the output
+    count is not. Each model's mean output token count is therefore learned from
+    reported usage, starting at ``prior_output_tokens`` with the weight of
+    ``prior_weight`` requests.
     """
 
     def __init__(
