@@ -1,16 +1,23 @@
 """Benchmark of `banditroute serve` against a real Redis and the real encoder.
 
 Measures, with 1 and with 2 server processes:
-- /route latency (p50, p99) and throughput under 16 concurrent clients,
-- /feedback latency (p99) and accepted events per second under the same load,
+- /route latency (p50, p99) and throughput under 16 concurrent clients that each send
+  their next request when the answer comes (closed loop, the server saturated),
+- /route latency at a fixed arrival rate of half the encoder's batched throughput, on
+  up to 16 connections (open loop, the load the throughput target names),
+- /feedback latency (p99) and accepted events per second under 16 closed-loop clients,
 - the time from an accepted feedback to every server's posterior including it (p99),
   found by polling each server's /stats,
 and, in the same run, the encoder's own time for one prompt and its batched throughput.
-Prompts are about 20 words. The load generator is an asyncio httpx client that runs in
-its own process, so its CPU use does not slow down this script's bookkeeping.
+Prompts are about 20 words.
+
+The closed-loop load comes from wrk (https://github.com/wg/wrk, Debian package
+``wrk``) with experiments/wrk/load.lua, because a Python client would need about as
+much CPU per request as the server and would share the same cores. The open-loop
+phase and the propagation probe use httpx at rates where its cost does not matter.
 
 Each server process listens on its own port (``--workers 1``), so that the propagation
-probe can poll every process. The load generator sends requests to the ports in turn.
+probe can poll every process; closed-loop clients are split evenly between the ports.
 A private redis-server is started on a free port unless ``--redis-url`` is given. All
 traffic stays on 127.0.0.1.
 
@@ -20,7 +27,7 @@ Redis for the same cores. The encoder alone is measured with every available CPU
 Latencies depend on the rest of the machine's load, so the table also prints the load
 average and the server CPU time per request, which depends less on it.
 
-Usage: python experiments/bench_service.py [--routes 2000] [--feedback 2000]
+Usage: python experiments/bench_service.py [--route-seconds 45] [--feedback-seconds 3]
 """
 
 from __future__ import annotations
@@ -47,6 +54,9 @@ CONCURRENCY = 16
 PROMPT_WORDS = 20
 WARMUP_ROUTES = 64
 BATCH_SIZE = 32
+ROUTE_BODIES = 20_000
+"""Distinct prompts per server process in the closed-loop phase, so none repeats."""
+WRK_SCRIPT = Path(__file__).with_name("wrk") / "load.lua"
 SERVER_START_TIMEOUT_SECONDS = 120.0
 PROPAGATION_TIMEOUT_SECONDS = 5.0
 LOAD_BEFORE: list[float] = [0.0, 0.0, 0.0]
@@ -126,66 +136,147 @@ def measure_encoder(samples: int) -> dict[str, float]:
     }
 
 
-# Load generator (runs in its own process)
+# Closed-loop load with wrk
 
 
-async def _route_phase(
+@dataclass
+class WrkResult:
+    """Merged result of one wrk run per server process."""
+
+    requests: int
+    seconds: float
+    failures: int
+    accepted: int
+    duplicates: int
+    latencies_ms: np.ndarray
+    """Latency quantiles of every run, each repeated in proportion to its requests."""
+
+    def percentile(self, q: float) -> float:
+        return percentile(list(self.latencies_ms), q)
+
+
+def run_wrk(
+    mode: str, urls: list[str], body_files: list[Path], seconds: float, folder: Path
+) -> tuple[WrkResult, list[Path]]:
+    """Run wrk against every url at once, CONCURRENCY connections in all.
+
+    Returns the merged result and, for /route, the files of decision ids.
+    """
+    connections = max(1, CONCURRENCY // len(urls))
+    id_files = [folder / f"ids-{index}.txt" for index in range(len(urls))]
+    processes = []
+    for url, bodies, ids in zip(urls, body_files, id_files, strict=True):
+        arguments = [mode, str(bodies)] + ([str(ids)] if mode == "route" else [])
+        processes.append(
+            subprocess.Popen(
+                ["wrk", "-t1", f"-c{connections}", f"-d{round(seconds)}s"]
+                + ["--timeout", "10s", "-s", str(WRK_SCRIPT), url, "--", *arguments],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
+
+    reports = []
+    for process in processes:
+        stdout, stderr = process.communicate()
+        if process.returncode != 0:
+            raise RuntimeError(
+                f"wrk failed ({process.returncode}):\n{stdout}\n{stderr}"
+            )
+        reports.append(json.loads(stdout.strip().splitlines()[-1]))
+    return _merge_wrk_reports(reports), id_files
+
+
+def _merge_wrk_reports(reports: list[dict[str, Any]]) -> WrkResult:
+    # Each report has 1,000 evenly spaced quantiles. Repeating each run's quantiles in
+    # proportion to its request count pools them into one distribution.
+    total = sum(report["requests"] for report in reports)
+    pooled = []
+    for report in reports:
+        repeats = max(1, round(10 * report["requests"] / max(total, 1) * len(reports)))
+        pooled.append(np.repeat(np.asarray(report["latency_us"]) / 1000, repeats))
+    return WrkResult(
+        requests=total,
+        seconds=max(report["duration_us"] for report in reports) / 1e6,
+        failures=sum(report["non_2xx"] + report["socket_errors"] for report in reports),
+        accepted=sum(report["accepted"] for report in reports),
+        duplicates=sum(report["duplicates"] for report in reports),
+        latencies_ms=np.concatenate(pooled),
+    )
+
+
+def write_route_bodies(path: Path, count: int, seed: int) -> None:
+    lines = [json.dumps({"prompt": prompt}) for prompt in make_prompts(count, seed)]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def write_feedback_bodies(path: Path, decision_ids: list[str], seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    ratings = rng.integers(1, 6, size=len(decision_ids))
+    lines = [
+        json.dumps(
+            {
+                "decision_id": decision_id,
+                "rating": int(rating),
+                "scale": "stars_5",
+                "output_tokens": 200,
+            }
+        )
+        for decision_id, rating in zip(decision_ids, ratings, strict=True)
+    ]
+    path.write_text("\n".join(lines) + "\n")
+
+
+# Open-loop load and probes with httpx
+
+
+async def _route_burst(
     client: httpx.AsyncClient, urls: list[str], prompts: list[str]
-) -> tuple[list[float], list[str], float]:
+) -> list[str]:
+    """Route prompts on CONCURRENCY connections; return the decision ids."""
     queue: asyncio.Queue[tuple[int, str]] = asyncio.Queue()
     for item in enumerate(prompts):
         queue.put_nowait(item)
-    latencies: list[float] = []
     decision_ids: list[str] = [""] * len(prompts)
 
     async def worker() -> None:
         while not queue.empty():
             index, prompt = queue.get_nowait()
             url = urls[index % len(urls)]
-            started = time.perf_counter()
             response = await client.post(f"{url}/route", json={"prompt": prompt})
-            latencies.append(time.perf_counter() - started)
             response.raise_for_status()
             decision_ids[index] = response.json()["decision_id"]
 
-    started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
-    return latencies, decision_ids, time.perf_counter() - started
+    return decision_ids
 
 
-async def _feedback_phase(
-    client: httpx.AsyncClient, urls: list[str], decision_ids: list[str], seed: int
-) -> tuple[list[float], int, float]:
-    rng = np.random.default_rng(seed)
-    ratings = rng.integers(1, 6, size=len(decision_ids))
-    queue: asyncio.Queue[int] = asyncio.Queue()
-    for index in range(len(decision_ids)):
-        queue.put_nowait(index)
+async def _open_loop_routes(
+    client: httpx.AsyncClient, urls: list[str], prompts: list[str], rate: float
+) -> tuple[list[float], list[str], float]:
+    """Send one /route every 1/rate seconds, at most CONCURRENCY at a time.
+
+    A latency runs from the request's scheduled time, so a request that waited for a
+    free connection counts its wait.
+    """
+    connections = asyncio.Semaphore(CONCURRENCY)
     latencies: list[float] = []
-    accepted = 0
-
-    async def worker() -> None:
-        nonlocal accepted
-        while not queue.empty():
-            index = queue.get_nowait()
-            body = {
-                "decision_id": decision_ids[index],
-                "rating": int(ratings[index]),
-                "scale": "stars_5",
-                "output_tokens": 200,
-            }
-            started = time.perf_counter()
-            response = await client.post(
-                f"{urls[index % len(urls)]}/feedback", json=body
-            )
-            latencies.append(time.perf_counter() - started)
-            response.raise_for_status()
-            if not response.json()["duplicate"]:
-                accepted += 1
-
+    decision_ids: list[str] = [""] * len(prompts)
     started = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
-    return latencies, accepted, time.perf_counter() - started
+
+    async def send(index: int, prompt: str) -> None:
+        scheduled = started + index / rate
+        await asyncio.sleep(max(0.0, scheduled - time.perf_counter()))
+        async with connections:
+            url = urls[index % len(urls)]
+            response = await client.post(f"{url}/route", json={"prompt": prompt})
+        latencies.append(time.perf_counter() - scheduled)
+        response.raise_for_status()
+        decision_ids[index] = response.json()["decision_id"]
+
+    await asyncio.gather(*(send(i, prompt) for i, prompt in enumerate(prompts)))
+    return latencies, decision_ids, time.perf_counter() - started
 
 
 def stream_position(event_id: str) -> tuple[int, int]:
@@ -232,44 +323,85 @@ async def _wait_applied(client: httpx.AsyncClient, urls: list[str], count: int) 
             await asyncio.sleep(0.05)
 
 
-async def run_load(parameters: dict[str, Any]) -> dict[str, Any]:
-    urls = parameters["urls"]
+async def run_load(
+    urls: list[str],
+    pids: list[int],
+    folder: Path,
+    arguments: argparse.Namespace,
+    open_loop_rate: float,
+) -> dict[str, Any]:
     limits = httpx.Limits(max_connections=CONCURRENCY * 2)
     async with httpx.AsyncClient(timeout=30.0, limits=limits) as client:
-        await _route_phase(client, urls, make_prompts(WARMUP_ROUTES, seed=2))
+        await _route_burst(client, urls, make_prompts(WARMUP_ROUTES, seed=2))
 
-        pids = parameters["pids"]
-        prompts = make_prompts(parameters["routes"], seed=3)
+        route_bodies = [folder / f"route-{i}.jsonl" for i in range(len(urls))]
+        for index, path in enumerate(route_bodies):
+            write_route_bodies(path, ROUTE_BODIES, seed=10 + index)
         cpu_before = process_cpu_seconds(pids)
-        route_latencies, decision_ids, route_seconds = await _route_phase(
-            client, urls, prompts
+        routes, id_files = run_wrk(
+            "route", urls, route_bodies, arguments.route_seconds, folder
         )
         route_cpu = process_cpu_seconds(pids) - cpu_before
 
-        feedback_ids = decision_ids[: parameters["feedback"]]
-        probe_ids = decision_ids[parameters["feedback"] :][: parameters["probes"]]
-        cpu_before = process_cpu_seconds(pids)
-        feedback_latencies, accepted, feedback_seconds = await _feedback_phase(
-            client, urls, feedback_ids, seed=4
+        open_count = max(1, round(open_loop_rate * arguments.open_loop_seconds))
+        open_latencies, open_ids, open_seconds = await _open_loop_routes(
+            client, urls, make_prompts(open_count, seed=3), open_loop_rate
         )
-        await _wait_applied(client, urls, accepted)
-        feedback_cpu = process_cpu_seconds(pids) - cpu_before
-        propagation = await _propagation_phase(client, urls, probe_ids)
 
+        feedback_bodies = [folder / f"feedback-{i}.jsonl" for i in range(len(urls))]
+        decisions = 0
+        for index, (ids, path) in enumerate(
+            zip(id_files, feedback_bodies, strict=True)
+        ):
+            decision_ids = ids.read_text().split()
+            decisions += len(decision_ids)
+            write_feedback_bodies(path, decision_ids, seed=20 + index)
+        # Enough decisions must be left for the whole phase, even at twice the target;
+        # wrk takes whole seconds.
+        feedback_seconds = max(1, min(arguments.feedback_seconds, decisions // 2000))
+        applied_before = await _applied_events(client, urls[0])
+        cpu_before = process_cpu_seconds(pids)
+        feedback, _ = run_wrk(
+            "feedback", urls, feedback_bodies, feedback_seconds, folder
+        )
+        await _wait_applied(client, urls, applied_before + feedback.accepted)
+        feedback_cpu = process_cpu_seconds(pids) - cpu_before
+        propagation = await _propagation_phase(
+            client, urls, open_ids[: arguments.probes]
+        )
+
+    if feedback.duplicates:
+        print(
+            f"WARNING: {feedback.duplicates} feedback requests found no fresh "
+            "decision; the feedback rate is a lower bound. Raise --route-seconds.",
+            file=sys.stderr,
+        )
     return {
-        "route_p50_ms": percentile(route_latencies, 50) * 1000,
-        "route_p99_ms": percentile(route_latencies, 99) * 1000,
-        "route_per_second": len(route_latencies) / route_seconds,
-        "feedback_p50_ms": percentile(feedback_latencies, 50) * 1000,
-        "feedback_p99_ms": percentile(feedback_latencies, 99) * 1000,
-        "feedback_per_second": accepted / feedback_seconds,
-        "feedback_accepted": accepted,
-        "route_cpu_ms": route_cpu / len(route_latencies) * 1000,
-        "feedback_cpu_ms": feedback_cpu / max(accepted, 1) * 1000,
+        "route_p50_ms": routes.percentile(50),
+        "route_p99_ms": routes.percentile(99),
+        "route_per_second": routes.requests / routes.seconds,
+        "route_failures": routes.failures,
+        "open_rate": open_loop_rate,
+        "open_achieved_rate": open_count / open_seconds,
+        "open_p50_ms": percentile(open_latencies, 50) * 1000,
+        "open_p99_ms": percentile(open_latencies, 99) * 1000,
+        "feedback_p50_ms": feedback.percentile(50),
+        "feedback_p99_ms": feedback.percentile(99),
+        "feedback_per_second": feedback.accepted / feedback.seconds,
+        "feedback_accepted": feedback.accepted,
+        "feedback_seconds": feedback.seconds,
+        "feedback_failures": feedback.failures,
+        "route_cpu_ms": route_cpu / max(routes.requests, 1) * 1000,
+        "feedback_cpu_ms": feedback_cpu / max(feedback.accepted, 1) * 1000,
         "propagation_p50_ms": percentile(propagation, 50) * 1000,
         "propagation_p99_ms": percentile(propagation, 99) * 1000,
         "propagation_samples": len(propagation),
     }
+
+
+async def _applied_events(client: httpx.AsyncClient, url: str) -> int:
+    stats = await client.get(f"{url}/stats", params={"digest": "false"})
+    return int(stats.json()["posterior"]["applied_events"])
 
 
 # Servers
@@ -384,32 +516,21 @@ def stop_servers(processes: list[subprocess.Popen[bytes]]) -> None:
 
 
 def run_with_servers(
-    workers: int, redis_url: str, folder: Path, arguments: argparse.Namespace
+    workers: int,
+    redis_url: str,
+    folder: Path,
+    arguments: argparse.Namespace,
+    open_loop_rate: float,
 ) -> dict[str, Any]:
     namespace = f"bench-{workers}-{os.getpid()}-{time.time_ns()}"
     processes, urls = start_servers(
         workers, redis_url, namespace, folder, arguments.torch_threads
     )
+    run_folder = folder / namespace
+    run_folder.mkdir()
     try:
-        parameters = {
-            "urls": urls,
-            "pids": [process.pid for process in processes],
-            "routes": arguments.routes,
-            "feedback": min(arguments.feedback, arguments.routes),
-            "probes": arguments.probes,
-        }
-        parameters["routes"] = max(
-            arguments.routes, parameters["feedback"] + arguments.probes
-        )
-        generator = subprocess.run(
-            [sys.executable, __file__, "--load-generator", json.dumps(parameters)],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if generator.returncode != 0:
-            raise RuntimeError(f"The load generator failed:\n{generator.stderr}")
-        return json.loads(generator.stdout)
+        pids = [process.pid for process in processes]
+        return asyncio.run(run_load(urls, pids, run_folder, arguments, open_loop_rate))
     finally:
         stop_servers(processes)
 
@@ -435,12 +556,20 @@ def print_table(encoder: dict[str, float], results: dict[int, dict[str, Any]]) -
         ("/route p50 ms", "route_p50_ms", route_p50_target, 3 * single, "max"),
         ("/route p99 ms", "route_p99_ms", "< 100", 100.0, "max"),
         ("/route per s", "route_per_second", route_rate_target, batched / 2, "min"),
+        (
+            f"/route p50 ms @{batched / 2:.0f}/s",
+            "open_p50_ms",
+            route_p50_target,
+            3 * single,
+            "max",
+        ),
+        (f"/route p99 ms @{batched / 2:.0f}/s", "open_p99_ms", "< 100", 100.0, "max"),
         ("/feedback per s", "feedback_per_second", ">= 1000", 1000.0, "min"),
         ("/feedback p99 ms", "feedback_p99_ms", "< 20", 20.0, "max"),
         ("propagation p99 ms", "propagation_p99_ms", "< 100", 100.0, "max"),
     ]
     columns = sorted(results)
-    header = f"{'metric':<20}" + "".join(f"{f'{w} worker(s)':>14}" for w in columns)
+    header = f"{'metric':<24}" + "".join(f"{f'{w} worker(s)':>14}" for w in columns)
     print(header + f"  {'target':<24}")
     for label, key, target_text, bound, kind in rows:
         cells = ""
@@ -448,25 +577,54 @@ def print_table(encoder: dict[str, float], results: dict[int, dict[str, Any]]) -
             value = results[workers][key]
             met = value <= bound if kind == "max" else value >= bound
             cells += f"{value:>12.1f} {'✓' if met else '✗'}"
-        print(f"{label:<20}{cells}  {target_text:<24}")
+        print(f"{label:<24}{cells}  {target_text:<24}")
 
+    floor = CONCURRENCY / batched * 1000
+    print(
+        f"\nThe first three rows are closed loop: {CONCURRENCY} clients keep the "
+        f"servers saturated, so a /route waits for the requests ahead of it. No "
+        f"server can answer them faster on average than {CONCURRENCY} / (encoder "
+        f"batched rate) = {floor:.0f} ms (Little's law). The two @ rows send "
+        f"{batched / 2:.0f} requests/s (the throughput target) on up to "
+        f"{CONCURRENCY} connections."
+    )
     print("\nOther figures:")
     for workers in columns:
         result = results[workers]
         print(
-            f"  {workers} worker(s): /feedback p50 {result['feedback_p50_ms']:.1f} ms, "
-            f"{result['feedback_accepted']} events accepted; propagation p50 "
+            f"  {workers} worker(s): open loop achieved "
+            f"{result['open_achieved_rate']:.0f}/s; /feedback p50 "
+            f"{result['feedback_p50_ms']:.1f} ms, {result['feedback_accepted']} "
+            f"events accepted in {result['feedback_seconds']:.1f} s; failed "
+            f"requests: route {result['route_failures']}, feedback "
+            f"{result['feedback_failures']}; propagation p50 "
             f"{result['propagation_p50_ms']:.1f} ms over "
             f"{result['propagation_samples']} samples; server CPU time per /route "
             f"{result['route_cpu_ms']:.1f} ms, per accepted feedback (request and "
-            f"applying the event in every server) {result['feedback_cpu_ms']:.1f} ms"
+            f"applying the event in every server) {result['feedback_cpu_ms']:.2f} ms"
         )
 
 
 def parse_arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--routes", type=int, default=2000, help="Routed requests.")
-    parser.add_argument("--feedback", type=int, default=2000, help="Feedback sent.")
+    parser.add_argument(
+        "--route-seconds",
+        type=int,
+        default=45,
+        help="Duration of the closed-loop /route phase; its decisions get feedback.",
+    )
+    parser.add_argument(
+        "--open-loop-seconds",
+        type=float,
+        default=15.0,
+        help="Duration of the /route phase at a fixed rate.",
+    )
+    parser.add_argument(
+        "--feedback-seconds",
+        type=int,
+        default=3,
+        help="Duration of the /feedback phase (shorter when decisions run short).",
+    )
     parser.add_argument(
         "--probes", type=int, default=200, help="Feedback timed until propagated."
     )
@@ -485,19 +643,19 @@ def parse_arguments() -> argparse.Namespace:
         default=1,
         help="Torch threads of each server process (the service setting).",
     )
-    parser.add_argument("--load-generator", help=argparse.SUPPRESS)
     return parser.parse_args()
 
 
 def main() -> None:
     arguments = parse_arguments()
-    if arguments.load_generator is not None:
-        result = asyncio.run(run_load(json.loads(arguments.load_generator)))
-        print(json.dumps(result))
-        return
+    if shutil.which("wrk") is None:
+        raise SystemExit(
+            "wrk not found; install it (Debian: apt-get install wrk) and run again."
+        )
 
     LOAD_BEFORE[:] = os.getloadavg()
     encoder = measure_encoder(arguments.encoder_samples)
+    open_loop_rate = encoder["batched_per_second"] / 2
     worker_counts = [int(item) for item in arguments.workers.split(",")]
     with tempfile.TemporaryDirectory(prefix="bench-service-") as folder_name:
         folder = Path(folder_name)
@@ -505,7 +663,9 @@ def main() -> None:
         redis_url = arguments.redis_url or redis.url
         try:
             results = {
-                workers: run_with_servers(workers, redis_url, folder, arguments)
+                workers: run_with_servers(
+                    workers, redis_url, folder, arguments, open_loop_rate
+                )
                 for workers in worker_counts
             }
         finally:

@@ -13,6 +13,7 @@ from banditroute.feedback import (
     FeedbackSource,
     InvalidFieldError,
     RatingScale,
+    event_cost_usd,
     feedback_quality,
     quality_from_rating,
 )
@@ -252,7 +253,11 @@ def test_cost_is_priced_from_reported_tokens(recorder, store, clock):
 
     event = stream_events(store)[0][1]
     assert event.output_tokens == 100
-    assert event.cost_usd == pytest.approx(2000 * 3.0e-6 + 100 * 15.0e-6)
+    assert event.input_tokens == 2000
+    assert event.cost_usd is None
+    assert event_cost_usd(event, recorder.catalog) == pytest.approx(
+        2000 * 3.0e-6 + 100 * 15.0e-6
+    )
 
 
 def test_cost_uses_routing_estimate_of_input_tokens(recorder, store, clock):
@@ -266,7 +271,10 @@ def test_cost_uses_routing_estimate_of_input_tokens(recorder, store, clock):
     event = stream_events(store)[0][1]
     assert event.quality == 0.0
     assert event.error
-    assert event.cost_usd == pytest.approx(1000 * 0.2e-6 + 50 * 0.4e-6)
+    assert event.input_tokens == 1000
+    assert event_cost_usd(event, recorder.catalog) == pytest.approx(
+        1000 * 0.2e-6 + 50 * 0.4e-6
+    )
 
 
 def test_reported_cost_is_kept(recorder, store, clock):
@@ -282,7 +290,9 @@ def test_reported_cost_is_kept(recorder, store, clock):
 
     asyncio.run(recorder.record(report))
 
-    assert stream_events(store)[0][1].cost_usd == 0.125
+    event = stream_events(store)[0][1]
+    assert event.cost_usd == 0.125
+    assert event_cost_usd(event, recorder.catalog) == 0.125
 
 
 def test_closed_store_raises_unavailable(recorder, store, clock):

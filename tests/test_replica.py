@@ -15,6 +15,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 import redis.asyncio
+from stored_events import append_event, payload_of
 
 from banditroute.catalog import Catalog, ModelSpec
 from banditroute.events import FeedbackEvent, new_decision_id
@@ -135,7 +136,7 @@ async def append_all(store: Store, events: list[FeedbackEvent]) -> list[str]:
     """Append events one by one; return the ids of the accepted ones."""
     ids = []
     for event in events:
-        result = await store.append_feedback(event, WINDOW_SECONDS)
+        result = await append_event(store, event, WINDOW_SECONDS)
         assert result.accepted
         ids.append(result.event_id)
     return ids
@@ -163,7 +164,7 @@ async def test_replicas_converge_under_concurrent_appends(store_factory):
     events = mixed_events(150)
     writer = store_factory()
     results = await asyncio.gather(
-        *(writer.append_feedback(e, WINDOW_SECONDS) for e in events + events)
+        *(append_event(writer, e, WINDOW_SECONDS) for e in events + events)
     )
     accepted_ids = [r.event_id for r in results if r.accepted]
     last_id = max(accepted_ids, key=lambda i: tuple(map(int, i.split("-"))))
@@ -440,7 +441,9 @@ async def test_replica_survives_redis_restart(private_redis, caplog):
     went_down = await eventually(lambda: not replica.store_available, WAIT_SECONDS)
     decision = replica.decide(make_context(np.random.default_rng(0)), 100, 1.0)
     with pytest.raises(StoreUnavailable):
-        await store.append_feedback(mixed_events(1, seed=9)[0], WINDOW_SECONDS)
+        await store.record_feedback(
+            payload_of(mixed_events(1, seed=9)[0]), WINDOW_SECONDS
+        )
     await asyncio.sleep(0.5)
     private_redis.start()
 

@@ -8,6 +8,7 @@ stop or reconfigure the server, which start a private redis-server.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import re
 import time
@@ -18,6 +19,7 @@ import numpy as np
 import pytest
 import redis.asyncio
 from redis_server import RedisServer
+from stored_events import append_event, append_repeat, payload_of
 
 from banditroute.catalog import Catalog, ModelSpec
 from banditroute.errors import ConfigError
@@ -144,18 +146,58 @@ async def test_decision_expires_after_ttl(store_kind):
 
 
 async def test_first_feedback_is_accepted(store_kind):
-    result = await store_kind.store.append_feedback(make_event(), WINDOW_SECONDS)
+    result = await append_event(store_kind.store, make_event(), WINDOW_SECONDS)
 
     assert result.accepted is True
     assert stream_id_order(result.event_id) > (0, 0)
+
+
+async def test_feedback_for_unknown_decision_appends_nothing(store_kind):
+    store = store_kind.store
+
+    result = await store.record_feedback(payload_of(make_event()), WINDOW_SECONDS)
+    entries = await store.read_events(STREAM_START_ID, block_ms=0, count=10)
+
+    assert result is None
+    assert entries == []
+
+
+async def test_event_takes_model_context_and_tokens_from_the_decision(store_kind):
+    store = store_kind.store
+    record = make_record()
+    await store.put_decision(record, WINDOW_SECONDS)
+    payload = payload_of(make_event(record.decision_id))
+
+    result = await store.record_feedback(payload, WINDOW_SECONDS)
+    [(_, event)] = await store.read_events(STREAM_START_ID, block_ms=0, count=10)
+
+    assert result is not None
+    assert result.model == record.model
+    assert event.model == record.model
+    assert np.array_equal(event.context, record.context)
+    assert event.input_tokens == record.input_tokens
+
+
+async def test_reported_input_tokens_replace_the_estimate(store_kind):
+    store = store_kind.store
+    record = make_record()
+    await store.put_decision(record, WINDOW_SECONDS)
+    payload = dataclasses.replace(
+        payload_of(make_event(record.decision_id)), input_tokens=4321
+    )
+
+    await store.record_feedback(payload, WINDOW_SECONDS)
+    [(_, event)] = await store.read_events(STREAM_START_ID, block_ms=0, count=10)
+
+    assert event.input_tokens == 4321
 
 
 async def test_repeated_feedback_returns_first_event_id(store_kind):
     store = store_kind.store
     decision_id = new_decision_id(time.time())
 
-    first = await store.append_feedback(make_event(decision_id, 0.9), WINDOW_SECONDS)
-    repeat = await store.append_feedback(make_event(decision_id, 0.1), WINDOW_SECONDS)
+    first = await append_event(store, make_event(decision_id, 0.9), WINDOW_SECONDS)
+    repeat = await append_event(store, make_event(decision_id, 0.1), WINDOW_SECONDS)
     entries = await store.read_events(STREAM_START_ID, block_ms=0, count=10)
 
     assert repeat.accepted is False
@@ -168,7 +210,7 @@ async def test_concurrent_repeats_append_one_event(store_kind):
     event = make_event()
 
     results = await asyncio.gather(
-        *(store.append_feedback(event, WINDOW_SECONDS) for _ in range(50))
+        *(append_event(store, event, WINDOW_SECONDS) for _ in range(50))
     )
     entries = await store.read_events(STREAM_START_ID, block_ms=0, count=100)
 
@@ -181,7 +223,7 @@ async def test_events_are_read_in_append_order(store_kind):
     store = store_kind.store
     qualities = [0.0, 0.25, 0.5, 0.75, 1.0]
     appended = [
-        await store.append_feedback(make_event(quality=q), WINDOW_SECONDS)
+        await append_event(store, make_event(quality=q), WINDOW_SECONDS)
         for q in qualities
     ]
 
@@ -195,7 +237,7 @@ async def test_event_fields_survive_the_stream(store_kind):
     store = store_kind.store
     event = make_event()
 
-    await store.append_feedback(event, WINDOW_SECONDS)
+    await append_event(store, event, WINDOW_SECONDS)
     [(_, stored)] = await store.read_events(STREAM_START_ID, block_ms=0, count=1)
 
     assert stored.decision_id == event.decision_id
@@ -207,7 +249,7 @@ async def test_event_fields_survive_the_stream(store_kind):
 async def test_read_starts_after_the_given_id(store_kind):
     store = store_kind.store
     appended = [
-        await store.append_feedback(make_event(), WINDOW_SECONDS) for _ in range(5)
+        await append_event(store, make_event(), WINDOW_SECONDS) for _ in range(5)
     ]
 
     entries = await store.read_events(appended[1].event_id, block_ms=0, count=2)
@@ -220,21 +262,21 @@ async def test_read_starts_after_the_given_id(store_kind):
 
 async def test_read_at_the_end_returns_nothing(store_kind):
     store = store_kind.store
-    last = await store.append_feedback(make_event(), WINDOW_SECONDS)
+    last = await append_event(store, make_event(), WINDOW_SECONDS)
 
     assert await store.read_events(last.event_id, block_ms=0, count=10) == []
 
 
 async def test_blocking_read_returns_a_new_event(store_kind):
     store = store_kind.store
-    last = await store.append_feedback(make_event(), WINDOW_SECONDS)
+    last = await append_event(store, make_event(), WINDOW_SECONDS)
 
     reader = asyncio.create_task(
         store.read_events(last.event_id, block_ms=3000, count=10)
     )
     await asyncio.sleep(0.05)
     started = time.monotonic()
-    appended = await store.append_feedback(make_event(), WINDOW_SECONDS)
+    appended = await append_event(store, make_event(), WINDOW_SECONDS)
     entries = await reader
     elapsed = time.monotonic() - started
 
@@ -318,7 +360,7 @@ async def test_older_snapshot_does_not_replace_newer(store_kind):
 async def test_trim_keeps_events_after_the_snapshot(store_kind):
     store = store_kind.store
     appended = [
-        await store.append_feedback(make_event(), WINDOW_SECONDS) for _ in range(5)
+        await append_event(store, make_event(), WINDOW_SECONDS) for _ in range(5)
     ]
     snapshot_id = appended[2].event_id
 
@@ -336,7 +378,7 @@ async def test_trim_keeps_events_after_the_snapshot(store_kind):
 
 async def test_trim_before_the_first_event_removes_nothing(store_kind):
     store = store_kind.store
-    await store.append_feedback(make_event(), WINDOW_SECONDS)
+    await append_event(store, make_event(), WINDOW_SECONDS)
 
     assert await store.trim_events(STREAM_START_ID) == 0
 
@@ -344,7 +386,7 @@ async def test_trim_before_the_first_event_removes_nothing(store_kind):
 async def test_stream_info_counts_added_and_trimmed_entries(store_kind):
     store = store_kind.store
     appended = [
-        await store.append_feedback(make_event(), WINDOW_SECONDS) for _ in range(4)
+        await append_event(store, make_event(), WINDOW_SECONDS) for _ in range(4)
     ]
     await store.trim_events(appended[2].event_id)
 
@@ -376,7 +418,7 @@ async def test_closed_store_raises_unavailable(store_kind):
     with pytest.raises(StoreUnavailable):
         await store.get_decision(new_decision_id(NOW))
     with pytest.raises(StoreUnavailable):
-        await store.append_feedback(make_event(), WINDOW_SECONDS)
+        await store.record_feedback(payload_of(make_event()), WINDOW_SECONDS)
 
 
 @pytest.mark.parametrize("ttl", [0.0, -1.0, float("nan"), float("inf")])
@@ -397,7 +439,7 @@ async def test_redis_keys_live_under_the_namespace(redis_url, redis_namespace):
     store = RedisStore(redis_url, namespace=redis_namespace)
     record = make_record()
     await store.put_decision(record, WINDOW_SECONDS)
-    await store.append_feedback(make_event(record.decision_id), WINDOW_SECONDS)
+    await append_event(store, make_event(record.decision_id), WINDOW_SECONDS)
     await store.save_snapshot(Snapshot(b"s", "1-1", 1), lock_ttl_ms=1000)
     await store.close()
 
@@ -420,7 +462,7 @@ async def test_redis_namespaces_are_isolated(redis_url, redis_namespace):
     record = make_record()
 
     await first.put_decision(record, WINDOW_SECONDS)
-    await first.append_feedback(make_event(), WINDOW_SECONDS)
+    await append_event(first, make_event(), WINDOW_SECONDS)
     seen_decision = await second.get_decision(record.decision_id)
     seen_events = await second.read_events(STREAM_START_ID, block_ms=0, count=10)
     await first.close()
@@ -437,7 +479,7 @@ async def test_undecodable_entry_reads_as_none(redis_url, redis_namespace):
         await client.xadd(f"{redis_namespace}:events", {"format": "unknown"})
     ).decode()
     await client.aclose()
-    good = await store.append_feedback(make_event(), WINDOW_SECONDS)
+    good = await append_event(store, make_event(), WINDOW_SECONDS)
 
     entries = await store.read_entries(STREAM_START_ID, block_ms=0, count=10)
     events = await store.read_events(STREAM_START_ID, block_ms=0, count=10)
@@ -488,7 +530,9 @@ async def test_stopped_server_raises_unavailable_quickly(private_redis):
         "ping": lambda: store.ping(),
         "put_decision": lambda: store.put_decision(make_record(), WINDOW_SECONDS),
         "get_decision": lambda: store.get_decision(new_decision_id(NOW)),
-        "append_feedback": lambda: store.append_feedback(make_event(), WINDOW_SECONDS),
+        "record_feedback": lambda: store.record_feedback(
+            payload_of(make_event()), WINDOW_SECONDS
+        ),
         "read_events": lambda: store.read_events(STREAM_START_ID, block_ms=0, count=1),
         "blocking read_events": lambda: store.read_events(
             STREAM_START_ID, block_ms=500, count=1
@@ -512,7 +556,7 @@ async def test_store_recovers_after_restart(private_redis):
     store = RedisStore(private_redis.url, namespace="test", socket_timeout=0.5)
     record = make_record()
     await store.put_decision(record, WINDOW_SECONDS)
-    before = await store.append_feedback(make_event(), WINDOW_SECONDS)
+    before = await append_event(store, make_event(), WINDOW_SECONDS)
 
     private_redis.stop()
     with pytest.raises(StoreUnavailable):
@@ -520,7 +564,7 @@ async def test_store_recovers_after_restart(private_redis):
     private_redis.start()
 
     kept_record = await store.get_decision(record.decision_id)
-    after = await store.append_feedback(make_event(), WINDOW_SECONDS)
+    after = await append_event(store, make_event(), WINDOW_SECONDS)
     entries = await store.read_events(STREAM_START_ID, block_ms=0, count=10)
     await store.close()
 
@@ -532,10 +576,10 @@ async def test_store_recovers_after_restart(private_redis):
 async def test_idempotency_survives_restart(private_redis):
     store = RedisStore(private_redis.url, namespace="test")
     event = make_event()
-    first = await store.append_feedback(event, WINDOW_SECONDS)
+    first = await append_event(store, event, WINDOW_SECONDS)
 
     private_redis.restart()
-    repeat = await store.append_feedback(event, WINDOW_SECONDS)
+    repeat = await append_repeat(store, event, WINDOW_SECONDS)
     await store.close()
 
     assert repeat.accepted is False

@@ -430,7 +430,7 @@ async def route_request(service: Service, body: RouteRequest) -> RouteResponse:
     if body.max_cost_usd is not None:
         allowed = _within_budget(service, allowed, input_tokens, body.max_cost_usd)
 
-    decision = service.replica.decide(context, input_tokens, cost_weight, allowed)
+    decision = await service.replica.choose(context, input_tokens, cost_weight, allowed)
     model = service.catalog.names[decision.model_index]
     expected_cost = float(decision.expected_cost_usd[decision.model_index])
     now = service.clock()
@@ -691,13 +691,14 @@ def _add_status_endpoints(app: FastAPI) -> None:
 
 def model_statistics(service: Service) -> list[dict[str, Any]]:
     """Return each catalog model's prices and learned statistics."""
-    posteriors = service.policy.posteriors
-    observations = posteriors.n_observations
-    # Column 0 of every context is the constant 1, so column 0 of the quality moment
-    # is the sum of the qualities observed for the model.
-    quality_sums = posteriors.quality_moment[:, 0]
-    output_tokens = service.policy.cost_model.expected_output_tokens
-    noise_variance = posteriors.noise_variance
+    with service.replica.reading() as policy:
+        posteriors = policy.posteriors
+        observations = posteriors.n_observations.copy()
+        # Column 0 of every context is the constant 1, so column 0 of the quality
+        # moment is the sum of the qualities observed for the model.
+        quality_sums = posteriors.quality_moment[:, 0].copy()
+        output_tokens = policy.cost_model.expected_output_tokens.copy()
+        noise_variance = posteriors.noise_variance.copy()
 
     rows = []
     for index, spec in enumerate(service.catalog):
@@ -725,8 +726,9 @@ def service_statistics(service: Service, *, include_digest: bool) -> dict[str, A
         name: stats.choices[name] / decisions if decisions else 0.0
         for name in service.catalog.names
     }
-    observations = int(service.policy.posteriors.n_observations.sum())
-    quality_total = float(service.policy.posteriors.quality_moment[:, 0].sum())
+    with replica.reading() as policy:
+        observations = int(policy.posteriors.n_observations.sum())
+        quality_total = float(policy.posteriors.quality_moment[:, 0].sum())
 
     result: dict[str, Any] = {
         "process_id": os.getpid(),

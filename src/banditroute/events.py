@@ -28,6 +28,7 @@ _DECISION_INTEGERS = ("input_tokens", "posterior_version")
 _DECISION_NUMBERS = ("propensity", "cost_weight", "expected_cost_usd", "created_at")
 _FEEDBACK_NUMBERS = (
     "quality",
+    "input_tokens",
     "output_tokens",
     "cost_usd",
     "latency_ms",
@@ -114,6 +115,51 @@ class DecisionRecord:
 
 
 @dataclass(frozen=True)
+class FeedbackPayload:
+    """What a feedback request contributes to its event.
+
+    The store completes the event with the decision record's model, context and
+    estimated input tokens in the same atomic step that checks for a repeat, so that
+    recording feedback takes one round trip.
+    """
+
+    decision_id: str
+    quality: float | None
+    """Quality in [0, 1]; None when only an error or usage was reported."""
+    input_tokens: float | None
+    """Prompt tokens the client reported; None to keep the estimate made at routing."""
+    output_tokens: float | None
+    cost_usd: float | None
+    """Cost the client reported; None to price the usage at list prices."""
+    error: bool
+    """True when the routed call failed."""
+    source: str
+    """Rater of the response: "user" or "judge"."""
+    latency_ms: float | None
+    received_at: float
+    """Unix time in seconds."""
+
+    def __post_init__(self) -> None:
+        _check_feedback_values(self)
+
+    def to_fields(self) -> dict[str, bytes]:
+        """Encode the payload's fields of a stream entry, input tokens aside.
+
+        A None value is written as an empty field, so every event has the same fields.
+        """
+        return {
+            "decision_id": self.decision_id.encode(),
+            "quality": _optional_number_bytes(self.quality),
+            "output_tokens": _optional_number_bytes(self.output_tokens),
+            "cost_usd": _optional_number_bytes(self.cost_usd),
+            "error": b"1" if self.error else b"0",
+            "source": self.source.encode(),
+            "latency_ms": _optional_number_bytes(self.latency_ms),
+            "received_at": _number_bytes(self.received_at),
+        }
+
+
+@dataclass(frozen=True)
 class FeedbackEvent:
     """One piece of feedback on a routed request, as the posterior learns it."""
 
@@ -125,6 +171,7 @@ class FeedbackEvent:
     """Quality in [0, 1]; None when only an error or usage was reported."""
     output_tokens: float | None
     cost_usd: float | None
+    """Cost the client reported; None when it reported none."""
     error: bool
     """True when the routed call failed."""
     source: str
@@ -132,26 +179,37 @@ class FeedbackEvent:
     latency_ms: float | None
     received_at: float
     """Unix time in seconds."""
+    input_tokens: float | None = None
+    """Prompt tokens: as reported with the feedback, else as estimated at routing."""
 
     def __post_init__(self) -> None:
-        _coerce_fields(self, integers=(), numbers=_FEEDBACK_NUMBERS)
-        object.__setattr__(self, "error", bool(self.error))
-        _check_text("decision_id", self.decision_id)
+        object.__setattr__(self, "context", _checked_context(self.context))
         _check_text("model", self.model)
-        if self.quality is not None and not (0.0 <= self.quality <= 1.0):
-            raise EventFormatError(
-                f"quality={self.quality!r} is invalid; give a value in [0, 1] or None."
-            )
-        for name in ("output_tokens", "cost_usd", "latency_ms"):
-            value = getattr(self, name)
-            if value is not None:
-                _check_non_negative(name, value)
-        if self.source not in FEEDBACK_SOURCES:
-            raise EventFormatError(
-                f"source={self.source!r} is invalid; "
-                f"use one of {list(FEEDBACK_SOURCES)}."
-            )
-        _check_finite("received_at", self.received_at)
+        _check_feedback_values(self)
+
+    @classmethod
+    def from_decision(
+        cls, record: DecisionRecord, payload: FeedbackPayload
+    ) -> FeedbackEvent:
+        """Complete ``payload`` with the model, context and tokens of its decision."""
+        input_tokens = (
+            float(record.input_tokens)
+            if payload.input_tokens is None
+            else payload.input_tokens
+        )
+        return cls(
+            decision_id=payload.decision_id,
+            model=record.model,
+            context=record.context,
+            quality=payload.quality,
+            output_tokens=payload.output_tokens,
+            cost_usd=payload.cost_usd,
+            error=payload.error,
+            source=payload.source,
+            latency_ms=payload.latency_ms,
+            received_at=payload.received_at,
+            input_tokens=input_tokens,
+        )
 
     def to_fields(self) -> dict[str, bytes]:
         """Encode the event as a field map for a Redis stream entry.
@@ -159,9 +217,10 @@ class FeedbackEvent:
         A None value is written as an empty field, so every event has the same fields.
         """
         return {
-            "decision_id": self.decision_id.encode(),
             "model": self.model.encode(),
             "context": self.context.tobytes(),
+            "input_tokens": _optional_number_bytes(self.input_tokens),
+            "decision_id": self.decision_id.encode(),
             "quality": _optional_number_bytes(self.quality),
             "output_tokens": _optional_number_bytes(self.output_tokens),
             "cost_usd": _optional_number_bytes(self.cost_usd),
@@ -189,6 +248,7 @@ class FeedbackEvent:
             source=reader.text("source"),
             latency_ms=reader.optional_number("latency_ms"),
             received_at=reader.number("received_at"),
+            input_tokens=reader.optional_number("input_tokens"),
         )
 
 
@@ -291,7 +351,7 @@ def _optional_number_bytes(value: float | None) -> bytes:
 
 
 def _coerce_fields(
-    record: DecisionRecord | FeedbackEvent,
+    record: DecisionRecord,
     *,
     integers: tuple[str, ...],
     numbers: tuple[str, ...],
@@ -314,6 +374,37 @@ def _coerce_fields(
             raise EventFormatError(
                 f"{name}={value!r} is invalid; give a number."
             ) from None
+
+
+def _check_feedback_values(feedback: FeedbackPayload | FeedbackEvent) -> None:
+    """Coerce and check the fields that a payload and an event share."""
+    for name in _FEEDBACK_NUMBERS:
+        value = getattr(feedback, name)
+        if value is None:
+            continue
+        try:
+            object.__setattr__(feedback, name, float(value))
+        except (TypeError, ValueError):
+            raise EventFormatError(
+                f"{name}={value!r} is invalid; give a number."
+            ) from None
+    object.__setattr__(feedback, "error", bool(feedback.error))
+
+    _check_text("decision_id", feedback.decision_id)
+    if feedback.quality is not None and not (0.0 <= feedback.quality <= 1.0):
+        raise EventFormatError(
+            f"quality={feedback.quality!r} is invalid; give a value in [0, 1] or None."
+        )
+    for name in ("input_tokens", "output_tokens", "cost_usd", "latency_ms"):
+        value = getattr(feedback, name)
+        if value is not None:
+            _check_non_negative(name, value)
+    if feedback.source not in FEEDBACK_SOURCES:
+        raise EventFormatError(
+            f"source={feedback.source!r} is invalid; "
+            f"use one of {list(FEEDBACK_SOURCES)}."
+        )
+    _check_finite("received_at", feedback.received_at)
 
 
 def _checked_context(context: np.ndarray) -> np.ndarray:

@@ -14,9 +14,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
+import numpy as np
+
 from banditroute.catalog import Catalog
 from banditroute.errors import BanditRouteError
-from banditroute.events import DecisionRecord, FeedbackEvent, decision_id_time
+from banditroute.events import FeedbackEvent, FeedbackPayload, decision_id_time
 from banditroute.store import Store
 
 logger = logging.getLogger(__name__)
@@ -179,29 +181,25 @@ class FeedbackRecorder:
         store's StoreUnavailable while Redis is unreachable.
         """
         quality = feedback_quality(report)
-        record = await self.store.get_decision(report.decision_id)
-        if record is None:
-            raise self._missing_decision_error(report.decision_id)
-
-        event = FeedbackEvent(
+        payload = FeedbackPayload(
             decision_id=report.decision_id,
-            model=record.model,
-            context=record.context,
             quality=quality,
-            output_tokens=(
-                None if report.output_tokens is None else float(report.output_tokens)
-            ),
-            cost_usd=self._cost_usd(report, record),
+            input_tokens=report.input_tokens,
+            output_tokens=report.output_tokens,
+            cost_usd=report.cost_usd,
             error=report.error,
             source=report.source.value,
             latency_ms=report.latency_ms,
             received_at=self.clock(),
         )
-        result = await self.store.append_feedback(event, self.window_seconds)
+        result = await self.store.record_feedback(payload, self.window_seconds)
+        if result is None:
+            raise self._missing_decision_error(report.decision_id)
+
         return FeedbackOutcome(
             duplicate=not result.accepted,
             event_id=result.event_id,
-            model=record.model,
+            model=result.model,
             quality=quality,
         )
 
@@ -227,22 +225,22 @@ class FeedbackRecorder:
             value=decision_id,
         )
 
-    def _cost_usd(self, report: FeedbackReport, record: DecisionRecord) -> float | None:
-        # Without a reported cost, price the reported usage at the catalog's list
-        # prices. The input count defaults to the estimate made at routing time.
-        if report.cost_usd is not None:
-            return report.cost_usd
-        if report.output_tokens is None:
-            return None
 
-        if record.model not in self.catalog:
-            return None
-        index = self.catalog.index(record.model)
-        input_tokens = (
-            record.input_tokens if report.input_tokens is None else report.input_tokens
-        )
-        costs = self.catalog.cost_usd(input_tokens, report.output_tokens)
-        return float(costs[index])
+def event_cost_usd(event: FeedbackEvent, catalog: Catalog) -> float | None:
+    """Return the cost of the call an event reports on, in USD; None if unknown.
+
+    A cost the client reported wins. Otherwise the reported usage is priced at the
+    catalog's list prices; the input count is the reported one or the estimate made
+    at routing time.
+    """
+    if event.cost_usd is not None:
+        return event.cost_usd
+    if event.output_tokens is None or event.model not in catalog:
+        return None
+
+    input_tokens = 0.0 if event.input_tokens is None else event.input_tokens
+    costs = catalog.cost_usd(input_tokens, np.asarray(event.output_tokens))
+    return float(costs[catalog.index(event.model)])
 
 
 def feedback_quality(report: FeedbackReport) -> float:

@@ -16,8 +16,9 @@ import hashlib
 import io
 import json
 import logging
+import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -57,7 +58,9 @@ class PosteriorReplica:
     that tails the stream in this event loop. Routing (``decide``) reads only the
     in-memory posterior, so it keeps working while the store is unreachable. The tail
     task then retries with exponential backoff capped at ``retry_max_seconds`` and
-    resumes after its last applied event when the store is back.
+    resumes after its last applied event when the store is back. While events keep
+    arriving, the task waits ``read_interval_seconds`` between reads, so that it reads
+    them in batches.
 
     After each ``snapshot_every`` applied events the replica tries to store a snapshot.
     At most one process per ``snapshot_lock_ms`` succeeds, and it trims the stream
@@ -65,8 +68,10 @@ class PosteriorReplica:
     last event. A replica that finds events trimmed before it applied them reloads the
     snapshot.
 
-    Only the replica may change the policy; other code may read it at any time, even
-    while a worker thread copies it for a snapshot.
+    Events are applied in a worker thread, so that a covariance refresh (tens of ms)
+    never stalls the event loop. Only the replica may change the policy; other code
+    reads it through ``decide``, ``choose`` or ``reading``, which hold the lock that
+    every change holds.
     """
 
     def __init__(
@@ -74,7 +79,7 @@ class PosteriorReplica:
         policy: ContextualThompsonSampling,
         store: Store,
         *,
-        snapshot_every: int = 1000,
+        snapshot_every: int = 10_000,
         block_ms: int = 1000,
         clock: Callable[[], float] = time.time,
         batch_size: int = 32,
@@ -82,6 +87,7 @@ class PosteriorReplica:
         trim_margin_seconds: float = 60.0,
         retry_initial_seconds: float = 0.05,
         retry_max_seconds: float = 5.0,
+        read_interval_seconds: float = 0.005,
     ) -> None:
         for name, value in (
             ("snapshot_every", snapshot_every),
@@ -91,6 +97,11 @@ class PosteriorReplica:
         ):
             if value < 1:
                 raise ConfigError(f"{name}={value!r} is invalid; give at least 1.")
+        if read_interval_seconds < 0:
+            raise ConfigError(
+                f"read_interval_seconds={read_interval_seconds!r} is invalid; "
+                "give 0 or more seconds."
+            )
         if trim_margin_seconds < 0:
             raise ConfigError(
                 f"trim_margin_seconds={trim_margin_seconds!r} is invalid; "
@@ -107,6 +118,7 @@ class PosteriorReplica:
         self.trim_margin_seconds = trim_margin_seconds
         self.retry_initial_seconds = retry_initial_seconds
         self.retry_max_seconds = retry_max_seconds
+        self.read_interval_seconds = read_interval_seconds
 
         self.applied_events = 0
         """Events applied to the posterior since the stream began: its version."""
@@ -134,6 +146,7 @@ class PosteriorReplica:
         self._logged_skip_reasons: set[str] = set()
         self._snapshot_slot = 0
         self._progress = asyncio.Event()
+        self._lock = threading.Lock()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
 
@@ -186,12 +199,35 @@ class PosteriorReplica:
         cost_weight: float,
         allowed: np.ndarray | None = None,
     ) -> Decision:
-        """Choose a model for one request from the in-memory posterior."""
-        return self.policy.decide(context, input_tokens, cost_weight, allowed)
+        """Choose a model for one request from the in-memory posterior.
+
+        Waits while an event is being applied; use ``choose`` in the event loop.
+        """
+        with self._lock:
+            return self.policy.decide(context, input_tokens, cost_weight, allowed)
+
+    async def choose(
+        self,
+        context: np.ndarray,
+        input_tokens: float,
+        cost_weight: float,
+        allowed: np.ndarray | None = None,
+    ) -> Decision:
+        """Like ``decide``, but waits for the posterior in a worker thread."""
+        return await asyncio.to_thread(
+            self.decide, context, input_tokens, cost_weight, allowed
+        )
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[ContextualThompsonSampling]:
+        """Hold the posterior still while the caller reads the returned policy."""
+        with self._lock:
+            yield self.policy
 
     def digest(self) -> str:
         """Return a SHA-256 hex digest of the posterior, to compare processes."""
-        return state_digest(policy_state(self.policy))
+        with self._lock:
+            return state_digest(policy_state(self.policy))
 
     async def wait_for(self, event_id: str, timeout: float) -> bool:
         """Wait until the entry ``event_id`` has been applied or skipped.
@@ -277,27 +313,40 @@ class PosteriorReplica:
         entries = await self.store.read_entries(
             self.last_event_id, block_ms=block_ms, count=self.batch_size
         )
-        self._apply_entries(entries)
+        await self._apply_entries(entries)
         self.caught_up = len(entries) < self.batch_size
         if self.caught_up:
             self.lag = 0
         await self._save_snapshot_when_due()
 
-    def _apply_entries(self, entries: list[tuple[str, FeedbackEvent | None]]) -> None:
-        for event_id, event in entries:
-            skip_reason = self._skip_reason(event)
-            if skip_reason is None:
-                assert event is not None
-                self._apply_event(event)
-                self.applied_events += 1
-            else:
-                self._count_skipped(event_id, skip_reason)
-            self.last_event_id = event_id
+        if entries and self.caught_up and block_ms > 0:
+            # While feedback keeps arriving, a short pause lets events gather into
+            # one read, so the two reads per batch are not paid for every event.
+            await asyncio.sleep(self.read_interval_seconds)
+
+    async def _apply_entries(
+        self, entries: list[tuple[str, FeedbackEvent | None]]
+    ) -> None:
+        if entries:
+            await asyncio.to_thread(self._apply_in_order, entries)
 
         if entries:
             self.last_update_time = self.clock()
             self._progress.set()
             self._progress = asyncio.Event()
+
+    def _apply_in_order(self, entries: list[tuple[str, FeedbackEvent | None]]) -> None:
+        # The lock is taken per event, so that a decision waits for one event at most.
+        for event_id, event in entries:
+            skip_reason = self._skip_reason(event)
+            with self._lock:
+                if skip_reason is None:
+                    assert event is not None
+                    self._apply_event(event)
+                    self.applied_events += 1
+                self.last_event_id = event_id
+            if skip_reason is not None:
+                self._count_skipped(event_id, skip_reason)
 
     def _skip_reason(self, event: FeedbackEvent | None) -> str | None:
         if event is None:
@@ -386,8 +435,9 @@ class PosteriorReplica:
 
     async def _restore(self, snapshot: Snapshot) -> None:
         state, metadata = await asyncio.to_thread(decode_state, snapshot.state)
-        _check_state_fits(state, policy_state(self.policy))
-        restore_policy_state(self.policy, state)
+        with self._lock:
+            _check_state_fits(state, policy_state(self.policy))
+            restore_policy_state(self.policy, state)
 
         self.applied_events = snapshot.applied_events
         self.skipped_events = int(metadata.get("skipped_events", 0))
@@ -419,9 +469,7 @@ class PosteriorReplica:
         # Copying and encoding tens of MB runs in a worker thread so that requests
         # keep being served. Only this task applies events, and it waits here, so the
         # copy matches last_event_id. Routing meanwhile only reads the posterior.
-        payload = await asyncio.to_thread(
-            lambda: encode_state(policy_state(self.policy), metadata)
-        )
+        payload = await asyncio.to_thread(lambda: self._encode_snapshot(metadata))
 
         snapshot = Snapshot(payload, last_event_id, applied_events)
         saved = await self.store.save_snapshot(
@@ -441,6 +489,11 @@ class PosteriorReplica:
             len(payload),
             trimmed,
         )
+
+    def _encode_snapshot(self, metadata: Mapping[str, object]) -> bytes:
+        with self._lock:
+            state = policy_state(self.policy)
+        return encode_state(state, metadata)
 
     def _trim_before(self, last_event_id: str) -> str:
         # Entries within the margin stay, so a process a little behind the snapshot

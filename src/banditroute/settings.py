@@ -114,7 +114,7 @@ class ServiceSettings(BaseSettings):
     """Time after a decision during which its feedback is accepted."""
     max_body_bytes: int = Field(65_536, ge=1)
     max_prompt_chars: int = Field(32_000, ge=1)
-    snapshot_every: int = Field(1000, ge=1)
+    snapshot_every: int = Field(10_000, ge=1)
     """Applied events between two stored posterior snapshots."""
     retry_after_seconds: int = Field(2, ge=1)
     """Retry-After of a 503 response to /feedback while Redis is unreachable."""

@@ -41,7 +41,12 @@ from redis.backoff import NoBackoff
 
 from banditroute.catalog import Catalog
 from banditroute.errors import BanditRouteError, ConfigError
-from banditroute.events import DecisionRecord, EventFormatError, FeedbackEvent
+from banditroute.events import (
+    DecisionRecord,
+    EventFormatError,
+    FeedbackEvent,
+    FeedbackPayload,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -76,12 +81,14 @@ class StoreUnavailable(BanditRouteError):
 
 @dataclass(frozen=True)
 class AppendResult:
-    """Outcome of appending feedback: accepted, or a duplicate of earlier feedback."""
+    """Outcome of recording feedback: accepted, or a duplicate of earlier feedback."""
 
     accepted: bool
     """False when the decision already had feedback, which then stays the only one."""
     event_id: str
     """Stream id of the decision's first (and only counted) feedback event."""
+    model: str
+    """Model of the decision the feedback is about."""
 
 
 @dataclass(frozen=True)
@@ -175,14 +182,17 @@ class Store(ABC):
         """Return the stored decision record, or None if it is unknown or expired."""
 
     @abstractmethod
-    async def append_feedback(
-        self, event: FeedbackEvent, ttl_seconds: float
-    ) -> AppendResult:
-        """Append ``event`` to the stream unless its decision already has feedback.
+    async def record_feedback(
+        self, payload: FeedbackPayload, ttl_seconds: float
+    ) -> AppendResult | None:
+        """Append the event of ``payload`` unless its decision already has feedback.
 
-        The check and the append are one atomic step, so concurrent repeats of the same
-        feedback append exactly one event. The store keeps the mark that the decision
-        has feedback for ``ttl_seconds``.
+        The event is completed with the decision record's model, context and input
+        tokens (see ``FeedbackEvent.from_decision``). Returns None, and appends
+        nothing, when the decision record is unknown or expired. The checks and the
+        append are one atomic step, so concurrent repeats of the same feedback append
+        exactly one event. The store keeps the mark that the decision has feedback
+        for ``ttl_seconds``.
         """
 
     @abstractmethod
@@ -290,22 +300,26 @@ class MemoryStore(Store):
             return None
         return DecisionRecord.from_fields(stored[1])
 
-    async def append_feedback(
-        self, event: FeedbackEvent, ttl_seconds: float
-    ) -> AppendResult:
+    async def record_feedback(
+        self, payload: FeedbackPayload, ttl_seconds: float
+    ) -> AppendResult | None:
         self._check_open()
         now = self._clock()
         expires_at = now + _checked_ttl(ttl_seconds)
-        self._purge_expired()
+        record = await self.get_decision(payload.decision_id)
+        if record is None:
+            return None
 
-        first = self._feedback_ids.get(event.decision_id)
+        decision_id = payload.decision_id
+        first = self._feedback_ids.get(decision_id)
         if first is not None and first[0] > now:
-            return AppendResult(accepted=False, event_id=first[1])
+            return AppendResult(accepted=False, event_id=first[1], model=record.model)
 
+        event = FeedbackEvent.from_decision(record, payload)
         event_id = self._append_entry(event.to_fields(), now)
-        self._feedback_ids[event.decision_id] = (expires_at, event_id)
-        heapq.heappush(self._expiry_queue, (expires_at, "feedback", event.decision_id))
-        return AppendResult(accepted=True, event_id=event_id)
+        self._feedback_ids[decision_id] = (expires_at, event_id)
+        heapq.heappush(self._expiry_queue, (expires_at, "feedback", decision_id))
+        return AppendResult(accepted=True, event_id=event_id, model=record.model)
 
     async def read_entries(
         self, after_id: str, *, block_ms: int, count: int
@@ -421,20 +435,61 @@ class MemoryStore(Store):
                 del table[key]
 
 
-# Appends one feedback event unless its decision already has one. Running as one
-# script makes the duplicate check and the append a single atomic step.
-# KEYS[1]: the decision's feedback key. KEYS[2]: the event stream.
-# ARGV[1]: lifetime of the feedback key in ms.
-# ARGV[2..]: field, value, field, value, ... of the event.
-# Returns {1, id of the new entry}, or {0, id of the first entry} for a duplicate.
-_APPEND_FEEDBACK_SCRIPT = """
-local first_id = redis.call('GET', KEYS[1])
-if first_id then
-    return {0, first_id}
+# Appends one feedback event unless its decision is unknown or already has feedback.
+# The event takes the model, context and (unless reported) input tokens from the
+# decision record. Running as one script makes the checks and the append a single
+# atomic step and a single round trip.
+# KEYS[1]: the decision record. KEYS[2]: the decision's feedback key.
+# KEYS[3]: the event stream.
+# ARGV[1]: lifetime of the feedback key in ms. ARGV[2]: reported input tokens, or ''.
+# ARGV[3..]: field, value, field, value, ... of the feedback payload.
+# Returns {-1} for an unknown decision, {0, id of the first entry, model} for a
+# duplicate, and {1, id of the new entry, model} when appended.
+_RECORD_FEEDBACK_SCRIPT = """
+local decision = redis.call('HMGET', KEYS[1], 'model', 'context', 'input_tokens')
+local model = decision[1]
+if not model then
+    return {-1}
 end
-local event_id = redis.call('XADD', KEYS[2], '*', unpack(ARGV, 2))
-redis.call('SET', KEYS[1], event_id, 'PX', ARGV[1])
-return {1, event_id}
+local first_id = redis.call('GET', KEYS[2])
+if first_id then
+    return {0, first_id, model}
+end
+local input_tokens = ARGV[2]
+if input_tokens == '' then
+    input_tokens = decision[3]
+end
+local event_id = redis.call('XADD', KEYS[3], '*', 'model', model,
+    'context', decision[2], 'input_tokens', input_tokens, unpack(ARGV, 3))
+redis.call('SET', KEYS[2], event_id, 'PX', ARGV[1])
+return {1, event_id, model}
+"""
+
+# Returns the counters of the event stream without its first and last entries, which
+# XINFO STREAM sends in full (contexts included) and a reader does not need.
+# KEYS[1]: the event stream.
+# Returns {length, entries added, first id, last generated id}.
+# NOTE: Redis before 7.0 does not report entries-added; the counts then assume that
+# nothing was trimmed, so readers do not notice trimming.
+_STREAM_INFO_SCRIPT = """
+if redis.call('EXISTS', KEYS[1]) == 0 then
+    return {0, 0, '0-0', '0-0'}
+end
+local info = redis.call('XINFO', 'STREAM', KEYS[1])
+local length, added, first_id, last_id = 0, nil, '0-0', '0-0'
+for i = 1, #info, 2 do
+    local name, value = info[i], info[i + 1]
+    if name == 'length' then
+        length = value
+    elseif name == 'entries-added' then
+        added = value
+    elseif name == 'last-generated-id' then
+        last_id = value
+    elseif name == 'first-entry' and value then
+        first_id = value[1]
+    end
+end
+return {length, added or length, first_id, last_id}
 """
 
 # Stores a snapshot unless the stored one already covers a later stream entry, so a
@@ -514,8 +569,9 @@ class RedisStore(Store):
             read_timeout=None,
             max_connections=_BULK_CONNECTIONS,
         )
-        self._append_script = self._client.register_script(_APPEND_FEEDBACK_SCRIPT)
+        self._record_script = self._client.register_script(_RECORD_FEEDBACK_SCRIPT)
         self._save_script = self._bulk_client.register_script(_SAVE_SNAPSHOT_SCRIPT)
+        self._stream_info_script = self._client.register_script(_STREAM_INFO_SCRIPT)
 
         self._events_key = f"{namespace}:events"
         self._snapshot_key = f"{namespace}:snapshot"
@@ -549,20 +605,34 @@ class RedisStore(Store):
             return None
         return DecisionRecord.from_fields(fields)
 
-    async def append_feedback(
-        self, event: FeedbackEvent, ttl_seconds: float
-    ) -> AppendResult:
+    async def record_feedback(
+        self, payload: FeedbackPayload, ttl_seconds: float
+    ) -> AppendResult | None:
         ttl_ms = _milliseconds(_checked_ttl(ttl_seconds))
-        arguments: list[bytes | str | int] = [ttl_ms]
-        for name, value in event.to_fields().items():
-            arguments += [name, value]
-        keys = [self._feedback_key(event.decision_id), self._events_key]
-
-        accepted, event_id = await self._run(
-            "appending feedback",
-            lambda: self._append_script(keys=keys, args=arguments),
+        reported_input = (
+            b"" if payload.input_tokens is None else repr(payload.input_tokens).encode()
         )
-        return AppendResult(accepted=bool(accepted), event_id=_as_text(event_id))
+        arguments: list[bytes | str | int] = [ttl_ms, reported_input]
+        for name, value in payload.to_fields().items():
+            arguments += [name, value]
+        decision_id = payload.decision_id
+        keys = [
+            self._decision_key(decision_id),
+            self._feedback_key(decision_id),
+            self._events_key,
+        ]
+
+        reply = await self._run(
+            "recording feedback",
+            lambda: self._record_script(keys=keys, args=arguments),
+        )
+        if int(reply[0]) < 0:
+            return None
+        return AppendResult(
+            accepted=int(reply[0]) == 1,
+            event_id=_as_text(reply[1]),
+            model=_as_text(reply[2]),
+        )
 
     async def read_entries(
         self, after_id: str, *, block_ms: int, count: int
@@ -641,28 +711,16 @@ class RedisStore(Store):
         )
 
     async def stream_info(self) -> StreamInfo:
-        async def read_info() -> dict[str, Any] | None:
-            try:
-                return await self._client.xinfo_stream(self._events_key)
-            except redis.exceptions.ResponseError as error:
-                if "no such key" in str(error).lower():
-                    return None
-                raise
-
-        info = await self._run("reading stream counters", read_info)
-        if info is None:
-            return StreamInfo(0, 0, STREAM_START_ID, STREAM_START_ID)
-
-        length = int(info["length"])
-        first_entry = info.get("first-entry")
-        first_id = first_entry[0] if first_entry else STREAM_START_ID
-        # NOTE: Redis before 7.0 does not report entries-added; the counts then
-        # assume that nothing was trimmed, so readers do not notice trimming.
+        reply = await self._run(
+            "reading stream counters",
+            lambda: self._stream_info_script(keys=[self._events_key]),
+        )
+        length, entries_added, first_id, last_id = reply
         return StreamInfo(
-            length=length,
-            entries_added=int(info.get("entries-added", length)),
+            length=int(length),
+            entries_added=int(entries_added),
             first_id=_as_text(first_id),
-            last_id=_as_text(info.get("last-generated-id", STREAM_START_ID)),
+            last_id=_as_text(last_id),
         )
 
     async def ping(self) -> None:
