@@ -32,9 +32,10 @@ SERVE_EXECUTABLE = Path(sys.executable).with_name("banditroute")
 class ServerProcess:
     """One `banditroute serve` process on its own port, with its log in a file."""
 
-    def __init__(self, config: Path, log_path: Path) -> None:
+    def __init__(self, config: Path, log_path: Path, workers: int = 1) -> None:
         self.config = config
         self.log_path = log_path
+        self.workers = workers
         self.port = free_port()
         self.url = f"http://{HOST}:{self.port}"
         self.process: subprocess.Popen[bytes] | None = None
@@ -43,7 +44,8 @@ class ServerProcess:
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [str(SERVE_EXECUTABLE), "serve", "--config", str(self.config)]
-                + ["--host", HOST, "--port", str(self.port), "--workers", "1"],
+                + ["--host", HOST, "--port", str(self.port)]
+                + ["--workers", str(self.workers)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
@@ -276,3 +278,73 @@ def test_killed_process_catches_up(servers):
     assert traffic.failed_requests > 0
     assert [r["posterior"]["applied_events"] for r in reports] == [expected] * 2
     assert reports[0]["posterior"]["digest"] == reports[1]["posterior"]["digest"]
+
+
+def test_metrics_sum_over_workers_sharing_a_port(redis_url, namespace, tmp_path):
+    config = tmp_path / "service.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "catalog": CATALOG,
+                "redis_url": redis_url,
+                "redis_namespace": f"{namespace}-metrics",
+                "torch_threads": 1,
+            }
+        )
+    )
+    server = ServerProcess(config, tmp_path / "server.log", workers=2)
+    server.start()
+    try:
+        server.wait_ready()
+        routes = 64
+        asyncio.run(route_on_new_connections(server.url, routes))
+        decisions, scrapes = asyncio.run(read_every_worker(server.url))
+    finally:
+        server.stop()
+
+    # Both workers routed, so a scrape that reported only its own worker's
+    # decisions would count fewer than all of them.
+    assert len(decisions) == 2
+    assert sum(decisions.values()) == routes
+    assert min(decisions.values()) > 0
+    for metrics in scrapes:
+        choices = [
+            float(line.rsplit(" ", 1)[1])
+            for line in metrics.splitlines()
+            if line.startswith("banditroute_route_choices_total{")
+        ]
+        assert sum(choices) == routes
+
+
+async def route_on_new_connections(url: str, count: int) -> None:
+    """Route ``count`` prompts at once, each on its own connection.
+
+    Workers that share a port accept connections, not requests, so only new
+    connections are spread over them.
+    """
+    limits = httpx.Limits(max_keepalive_connections=0)
+    async with httpx.AsyncClient(base_url=url, timeout=60.0, limits=limits) as client:
+        responses = await asyncio.gather(
+            *(
+                client.post("/route", json={"prompt": f"{TOPICS[i % 5]} {i}"})
+                for i in range(count)
+            )
+        )
+    assert all(response.status_code == 200 for response in responses)
+
+
+async def read_every_worker(url: str) -> tuple[dict[int, int], list[str]]:
+    """Return each worker's decision count and ten /metrics scrapes."""
+    decisions: dict[int, int] = {}
+    scrapes: list[str] = []
+    limits = httpx.Limits(max_keepalive_connections=0)
+    async with httpx.AsyncClient(base_url=url, timeout=30.0, limits=limits) as client:
+        for _ in range(200):
+            stats, metrics = await asyncio.gather(
+                client.get("/stats"), client.get("/metrics")
+            )
+            decisions[stats.json()["process_id"]] = stats.json()["decisions"]
+            scrapes.append(metrics.text)
+            if len(decisions) == 2 and len(scrapes) >= 10:
+                break
+    return decisions, scrapes

@@ -41,7 +41,7 @@ from banditroute.feedback import (
     RequestError,
 )
 from banditroute.json_body import StrictJSONRoute
-from banditroute.metrics import ServiceMetrics
+from banditroute.metrics import ServiceMetrics, mark_process_dead
 from banditroute.policies.thompson import ContextualThompsonSampling
 from banditroute.replica import PosteriorReplica
 from banditroute.schemas import (
@@ -58,6 +58,8 @@ from banditroute.store import MemoryStore, RedisStore, Store, StoreUnavailable
 logger = logging.getLogger(__name__)
 
 REPLICA_STOP_TIMEOUT_SECONDS = 2.0
+GAUGE_UPDATE_SECONDS = 1.0
+"""Interval at which each process refreshes its posterior gauges."""
 
 
 # Errors
@@ -168,6 +170,7 @@ class Service:
     started_at: float
     stats: ProcessStats = field(default_factory=ProcessStats)
     _digest: tuple[int, str] | None = None
+    _gauge_task: asyncio.Task[None] | None = None
 
     def digest(self) -> str:
         """Return the replica's posterior digest, recomputed only after new events."""
@@ -176,7 +179,22 @@ class Service:
             self._digest = (applied, self.replica.digest())
         return self._digest[1]
 
+    def start_gauge_updates(self) -> None:
+        """Refresh the posterior gauges every second, scraped or not.
+
+        With several workers, a scrape reaches one of them, and the merged metrics
+        show each worker's gauges as that worker last set them.
+        """
+        self._gauge_task = asyncio.create_task(
+            _update_gauges_forever(self), name="gauge-updates"
+        )
+
     async def stop(self) -> None:
+        if self._gauge_task is not None:
+            self._gauge_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._gauge_task
+        mark_process_dead()
         await self.batcher.stop()
         await _stop_replica(self.replica)
         await self.store.close()
@@ -242,6 +260,7 @@ async def start_service(
         clock=clock,
         started_at=clock(),
     )
+    service.start_gauge_updates()
     _log_start(service)
     return service
 
@@ -787,6 +806,12 @@ async def readiness_checks(service: Service | None) -> dict[str, bool]:
         "store_reachable": reachable,
         "caught_up": service.replica.caught_up,
     }
+
+
+async def _update_gauges_forever(service: Service) -> None:
+    while True:
+        _update_gauges(service)
+        await asyncio.sleep(GAUGE_UPDATE_SECONDS)
 
 
 def _update_gauges(service: Service) -> None:

@@ -10,7 +10,10 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import os
+import shutil
 import sys
+import tempfile
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated
@@ -510,7 +513,6 @@ def serve_command(
 ) -> None:
     """Run ``banditroute serve``, whose help text is ``SERVE_HELP``."""
     import logging.config
-    import os
 
     import uvicorn
 
@@ -546,6 +548,8 @@ def serve_command(
     for name, value in overrides.items():
         os.environ[f"BANDITROUTE_{name.upper()}"] = str(value)
 
+    metrics_folder = _share_metrics_between_workers(settings.workers)
+
     store = redact_url(settings.redis_url) if settings.redis_url else "memory"
     logger.info(
         "Starting banditroute serve on http://%s:%d: %d workers, store %s, "
@@ -557,15 +561,35 @@ def serve_command(
         len(settings.catalog),
         settings.encoder_model,
     )
-    uvicorn.run(
-        SERVE_APP_FACTORY,
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        workers=settings.workers,
-        log_config=log_config,
-        access_log=False,
-    )
+    try:
+        uvicorn.run(
+            SERVE_APP_FACTORY,
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            workers=settings.workers,
+            log_config=log_config,
+            access_log=False,
+        )
+    finally:
+        if metrics_folder is not None:
+            shutil.rmtree(metrics_folder, ignore_errors=True)
+
+
+def _share_metrics_between_workers(workers: int) -> Path | None:
+    """Turn on prometheus-client's multiprocess mode for several workers.
+
+    Returns the new metrics folder, which the caller deletes at exit, or None when
+    there is one worker or the environment already names a folder.
+    """
+    from banditroute.metrics import MULTIPROCESS_DIR_VARIABLE
+
+    if workers < 2 or MULTIPROCESS_DIR_VARIABLE in os.environ:
+        return None
+
+    folder = Path(tempfile.mkdtemp(prefix="banditroute-metrics-"))
+    os.environ[MULTIPROCESS_DIR_VARIABLE] = str(folder)
+    return folder
 
 
 def _serve_log_config(level: int) -> dict[str, object]:

@@ -1,12 +1,16 @@
-"""Prometheus metrics of one server process.
+"""Prometheus metrics of the routing service.
 
 Each app gets its own registry, so several apps in one process (tests) never share
-counters. Every worker process reports only its own requests: a scrape through a port
-shared by several uvicorn workers reaches one of them, so scrape each worker by its own
-address to see them all.
+counters. When several worker processes share a port, a scrape reaches one of them.
+``banditroute serve`` then sets ``PROMETHEUS_MULTIPROC_DIR`` (prometheus-client's
+multiprocess mode), and every worker's ``/metrics`` reports the counters and histograms
+summed over the workers, the highest stream lag and the lowest applied-event count
+among live workers.
 """
 
 from __future__ import annotations
+
+import os
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -15,7 +19,11 @@ from prometheus_client import (
     Gauge,
     Histogram,
     generate_latest,
+    multiprocess,
 )
+
+MULTIPROCESS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
+"""Environment variable naming the folder where worker processes write metrics."""
 
 LATENCY_BUCKETS_SECONDS = (
     0.001,
@@ -80,18 +88,22 @@ class ServiceMetrics:
         self.stream_lag = Gauge(
             "banditroute_stream_lag_events",
             "Feedback events in the shared stream that this process has not applied "
-            "yet (an estimate).",
+            "yet (an estimate); the highest among workers.",
             registry=self.registry,
+            multiprocess_mode="livemax",
         )
         self.applied_events = Gauge(
             "banditroute_applied_events",
-            "Feedback events applied to this process's posterior.",
+            "Feedback events applied to the posterior; the lowest among workers.",
             registry=self.registry,
+            multiprocess_mode="livemin",
         )
         self.store_available = Gauge(
             "banditroute_store_available",
-            "1 while the store answered the last request, else 0.",
+            "1 while the store answered the last request, else 0; the lowest among "
+            "workers.",
             registry=self.registry,
+            multiprocess_mode="livemin",
         )
 
     def observe_request(self, route: str, status: int, seconds: float) -> None:
@@ -100,5 +112,24 @@ class ServiceMetrics:
         self.request_latency.labels(**labels).observe(seconds)
 
     def render(self) -> bytes:
-        """Return the registry in the Prometheus text exposition format."""
-        return generate_latest(self.registry)
+        """Return the metrics in the Prometheus text exposition format.
+
+        In multiprocess mode these are the metrics of every worker process.
+        """
+        if not multiprocess_mode():
+            return generate_latest(self.registry)
+
+        merged = CollectorRegistry()
+        multiprocess.MultiProcessCollector(merged)
+        return generate_latest(merged)
+
+
+def multiprocess_mode() -> bool:
+    """Return whether worker processes share their metrics through files."""
+    return MULTIPROCESS_DIR_VARIABLE in os.environ
+
+
+def mark_process_dead() -> None:
+    """Drop this process's gauges from the merged metrics as it stops."""
+    if multiprocess_mode():
+        multiprocess.mark_process_dead(os.getpid())
