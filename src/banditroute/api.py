@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import time
@@ -261,8 +262,17 @@ async def start_service(
         started_at=clock(),
     )
     service.start_gauge_updates()
+    _freeze_startup_objects()
     _log_start(service)
     return service
+
+
+def _freeze_startup_objects() -> None:
+    # The encoder and its libraries leave about half a million long-lived objects, and
+    # a full garbage collection that walks them all took 0.4 s here. Frozen objects are
+    # skipped, so collections only walk what requests allocate.
+    gc.collect()
+    gc.freeze()
 
 
 def _open_store(settings: ServiceSettings, feature_dimension: int) -> Store:
