@@ -16,10 +16,9 @@ from banditroute.api import create_app
 from banditroute.client import (
     AsyncBanditRouteClient,
     BanditRouteClient,
-    FeedbackResult,
-    RouteResult,
     ServiceError,
 )
+from banditroute.schemas import FeedbackResponse, RouteResponse
 from banditroute.settings import ServiceSettings, load_settings
 
 CATALOG = [
@@ -61,7 +60,7 @@ def client(app_client) -> BanditRouteClient:
 def test_route_returns_result(client):
     result = client.route(PROMPT, cost_weight=0.0)
 
-    assert isinstance(result, RouteResult)
+    assert isinstance(result, RouteResponse)
     assert result.model in {"large", "small"}
     assert result.degraded is False
 
@@ -78,7 +77,7 @@ def test_feedback_and_duplicate(client):
     first = client.feedback(decision.decision_id, 5, scale="stars_5")
     repeat = client.feedback(decision.decision_id, 1, scale="stars_5")
 
-    assert first == FeedbackResult(
+    assert first == FeedbackResponse(
         accepted=True, duplicate=False, event_id=first.event_id
     )
     assert repeat.duplicate is True
@@ -134,7 +133,7 @@ def test_async_client_routes_and_records_feedback(
     settings = write_settings(tmp_path, redis_url, redis_namespace)
     app = create_app(settings, encoder=encoder)
 
-    async def exercise() -> tuple[RouteResult, FeedbackResult, bool]:
+    async def exercise() -> tuple[RouteResponse, FeedbackResponse, bool]:
         transport = httpx.ASGITransport(app=app)
         async with (
             app.router.lifespan_context(app),

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
 
 from banditroute.events import (
+    ControlEvent,
     DecisionRecord,
     EventFormatError,
     FeedbackEvent,
     decision_id_time,
+    decode_stream_entry,
     new_decision_id,
 )
 
@@ -236,3 +239,57 @@ def test_decision_id_is_url_safe():
 )
 def test_malformed_decision_id_has_no_time(decision_id):
     assert decision_id_time(decision_id) is None
+
+
+def test_control_event_round_trip():
+    event = ControlEvent(
+        "add_model",
+        {"name": "new", "input_usd_per_mtok": 0.1, "output_usd_per_mtok": 0.2},
+        issued_at=1_700_000_000.25,
+    )
+
+    decoded = decode_stream_entry(event.to_fields())
+
+    assert decoded == event
+
+
+def test_entry_without_kind_decodes_as_feedback():
+    event = make_event()
+
+    decoded = decode_stream_entry(event.to_fields())
+
+    assert isinstance(decoded, FeedbackEvent)
+    assert decoded.decision_id == event.decision_id
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"kind": b"mystery"}, "unknown kind"),
+        (
+            {
+                "kind": b"control",
+                "action": b"explode",
+                "arguments": b"{}",
+                "issued_at": b"1.0",
+            },
+            "action='explode'",
+        ),
+        (
+            {"kind": b"control", "action": b"set_budget", "issued_at": b"1.0"},
+            "no field 'arguments'",
+        ),
+        (
+            {
+                "kind": b"control",
+                "action": b"set_budget",
+                "arguments": b"{not json",
+                "issued_at": b"1.0",
+            },
+            "invalid value",
+        ),
+    ],
+)
+def test_bad_stream_entry_names_the_problem(fields, message):
+    with pytest.raises(EventFormatError, match=re.escape(message)):
+        decode_stream_entry(fields)

@@ -23,7 +23,12 @@ from stored_events import append_event, append_repeat, payload_of
 
 from banditroute.catalog import Catalog, ModelSpec
 from banditroute.errors import ConfigError
-from banditroute.events import DecisionRecord, FeedbackEvent, new_decision_id
+from banditroute.events import (
+    ControlEvent,
+    DecisionRecord,
+    FeedbackEvent,
+    new_decision_id,
+)
 from banditroute.store import (
     STREAM_START_ID,
     MemoryStore,
@@ -676,3 +681,23 @@ def test_stream_id_order(event_id, order):
 def test_invalid_stream_id_is_rejected(event_id):
     with pytest.raises(ValueError, match="Stream id"):
         stream_id_order(event_id)
+
+
+async def test_control_events_share_the_stream_with_feedback(store_kind):
+    store = store_kind.store
+    first = await append_event(store, make_event(), WINDOW_SECONDS)
+    control_id = await store.append_control(
+        ControlEvent("set_rollout", {"share": 0.25}, issued_at=NOW)
+    )
+    last = await append_event(store, make_event(), WINDOW_SECONDS)
+
+    entries = await store.read_entries(STREAM_START_ID, block_ms=0, count=10)
+    feedback = await store.read_events(STREAM_START_ID, block_ms=0, count=10)
+
+    assert [event_id for event_id, _ in entries] == [
+        first.event_id,
+        control_id,
+        last.event_id,
+    ]
+    assert entries[1][1] == ControlEvent("set_rollout", {"share": 0.25}, NOW)
+    assert [event_id for event_id, _ in feedback] == [first.event_id, last.event_id]

@@ -1,8 +1,10 @@
 """Python clients of the routing service, synchronous and asynchronous.
 
-Both raise ``ServiceError`` with the status, field and value that the service named,
-and retry feedback on 503 after the Retry-After delay, because the service records
-feedback for a decision at most once.
+Both return the service's own response models (``banditroute.schemas``), so the
+client and the server cannot disagree on a field. Both raise ``ServiceError`` with
+the status, field and value that the service named, and retry feedback on 503 after
+the Retry-After delay, because the service records feedback for a decision at most
+once.
 """
 
 from __future__ import annotations
@@ -11,12 +13,12 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
 from banditroute.errors import BanditRouteError
+from banditroute.schemas import FeedbackResponse, RouteResponse
 
 logger = logging.getLogger(__name__)
 
@@ -47,25 +49,6 @@ class ServiceError(BanditRouteError):
         self.value = value
         self.retry_after = retry_after
         """Seconds the service asked to wait before retrying (503 only)."""
-
-
-@dataclass(frozen=True)
-class RouteResult:
-    decision_id: str
-    model: str
-    expected_cost_usd: float
-    propensity: float
-    truncated: bool
-    posterior_version: int
-    degraded: bool
-    """True when the service could not store the decision, so feedback returns 404."""
-
-
-@dataclass(frozen=True)
-class FeedbackResult:
-    accepted: bool
-    duplicate: bool
-    event_id: str
 
 
 def route_body(
@@ -202,12 +185,13 @@ class BanditRouteClient:
         allowed_models: Sequence[str] | None = None,
         cost_weight: float | None = None,
         max_cost_usd: float | None = None,
-    ) -> RouteResult:
+    ) -> RouteResponse:
         """Choose a model for ``prompt`` or ``messages`` (give exactly one)."""
         body = route_body(
             prompt, messages, metadata, allowed_models, cost_weight, max_cost_usd
         )
-        return RouteResult(**self._request("POST", "/route", json=body))
+        result = self._request("POST", "/route", json=body)
+        return RouteResponse.model_validate(result)
 
     def feedback(
         self,
@@ -221,7 +205,7 @@ class BanditRouteClient:
         output_tokens: int | None = None,
         cost_usd: float | None = None,
         latency_ms: float | None = None,
-    ) -> FeedbackResult:
+    ) -> FeedbackResponse:
         """Report the outcome of a routed request; retried on 503 after Retry-After."""
         body = feedback_body(
             decision_id,
@@ -237,7 +221,8 @@ class BanditRouteClient:
         attempt = 0
         while True:
             try:
-                return FeedbackResult(**self._request("POST", "/feedback", json=body))
+                result = self._request("POST", "/feedback", json=body)
+                return FeedbackResponse.model_validate(result)
             except ServiceError as service_error:
                 delay = _retry_delay(service_error, attempt)
                 if delay is None or attempt >= self.feedback_retries:
@@ -310,12 +295,13 @@ class AsyncBanditRouteClient:
         allowed_models: Sequence[str] | None = None,
         cost_weight: float | None = None,
         max_cost_usd: float | None = None,
-    ) -> RouteResult:
+    ) -> RouteResponse:
         """Choose a model for ``prompt`` or ``messages`` (give exactly one)."""
         body = route_body(
             prompt, messages, metadata, allowed_models, cost_weight, max_cost_usd
         )
-        return RouteResult(**await self._request("POST", "/route", json=body))
+        result = await self._request("POST", "/route", json=body)
+        return RouteResponse.model_validate(result)
 
     async def feedback(
         self,
@@ -329,7 +315,7 @@ class AsyncBanditRouteClient:
         output_tokens: int | None = None,
         cost_usd: float | None = None,
         latency_ms: float | None = None,
-    ) -> FeedbackResult:
+    ) -> FeedbackResponse:
         """Report the outcome of a routed request; retried on 503 after Retry-After."""
         body = feedback_body(
             decision_id,
@@ -346,7 +332,7 @@ class AsyncBanditRouteClient:
         while True:
             try:
                 result = await self._request("POST", "/feedback", json=body)
-                return FeedbackResult(**result)
+                return FeedbackResponse.model_validate(result)
             except ServiceError as service_error:
                 delay = _retry_delay(service_error, attempt)
                 if delay is None or attempt >= self.feedback_retries:

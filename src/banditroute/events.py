@@ -9,11 +9,13 @@ bit for bit, and contexts are little-endian float32 bytes (1,540 bytes at d = 38
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -34,6 +36,9 @@ _FEEDBACK_NUMBERS = (
     "latency_ms",
     "received_at",
 )
+
+_FEEDBACK_KIND = b"feedback"
+_CONTROL_KIND = b"control"
 
 _DECISION_ID_TOKEN_BYTES = 16
 _DECISION_ID_PATTERN = re.compile(r"(\d{1,15})\.([A-Za-z0-9_-]{22})")
@@ -250,6 +255,91 @@ class FeedbackEvent:
             received_at=reader.number("received_at"),
             input_tokens=reader.optional_number("input_tokens"),
         )
+
+
+CONTROL_ACTIONS = (
+    "add_model",
+    "disable_model",
+    "enable_model",
+    "set_rollout",
+    "set_budget",
+)
+"""Changes of the shared routing setup that a control event can carry."""
+
+
+@dataclass(frozen=True)
+class ControlEvent:
+    """A change of the routing setup that every process applies in stream order.
+
+    Control events share the stream with feedback events, so that every process sees
+    a change at the same position among the feedback and ends in the same state.
+    """
+
+    action: str
+    """One of ``CONTROL_ACTIONS``."""
+    arguments: Mapping[str, Any] = field(default_factory=dict)
+    """JSON-compatible arguments of the action."""
+    issued_at: float = 0.0
+    """Unix time in seconds."""
+
+    def __post_init__(self) -> None:
+        if self.action not in CONTROL_ACTIONS:
+            raise EventFormatError(
+                f"action={self.action!r} is invalid; use one of "
+                f"{list(CONTROL_ACTIONS)}."
+            )
+        if not isinstance(self.arguments, Mapping):
+            raise EventFormatError(
+                f"arguments={self.arguments!r} is invalid; give a JSON object."
+            )
+        _check_finite("issued_at", float(self.issued_at))
+
+    def to_fields(self) -> dict[str, bytes]:
+        """Encode the event as a field map for a Redis stream entry."""
+        return {
+            "kind": _CONTROL_KIND,
+            "action": self.action.encode(),
+            "arguments": json.dumps(dict(self.arguments), sort_keys=True).encode(),
+            "issued_at": _number_bytes(self.issued_at),
+        }
+
+    @classmethod
+    def from_fields(cls, fields: _FieldMap) -> ControlEvent:
+        """Decode a field map written by ``to_fields``.
+
+        Raises EventFormatError naming the first missing or invalid field.
+        """
+        reader = _FieldReader(fields, "control event")
+        raw_arguments = reader.raw("arguments")
+        try:
+            arguments = json.loads(raw_arguments)
+        except ValueError:
+            raise reader._invalid("arguments") from None
+        return cls(
+            action=reader.text("action"),
+            arguments=arguments,
+            issued_at=reader.number("issued_at"),
+        )
+
+
+StreamEvent = FeedbackEvent | ControlEvent
+"""An entry of the shared event stream."""
+
+
+def decode_stream_entry(fields: _FieldMap) -> StreamEvent:
+    """Decode a stream entry as a control event or, without a kind, as feedback.
+
+    Raises EventFormatError naming the first missing or invalid field.
+    """
+    kind = _FieldReader(fields, "stream entry").fields.get("kind")
+    if kind is None or kind == _FEEDBACK_KIND:
+        return FeedbackEvent.from_fields(fields)
+    if kind == _CONTROL_KIND:
+        return ControlEvent.from_fields(fields)
+    raise EventFormatError(
+        f"The stream entry has the unknown kind {kind!r}; it was written by a newer "
+        "version or is damaged."
+    )
 
 
 def new_decision_id(now: float) -> str:

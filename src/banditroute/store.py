@@ -7,7 +7,7 @@ Keys of one store live under a namespace::
 
     <namespace>:decision:<decision id>  hash: a DecisionRecord, expires after the window
     <namespace>:feedback:<decision id>  string: id of the decision's feedback event
-    <namespace>:events                  stream of FeedbackEvent entries
+    <namespace>:events                  stream of FeedbackEvent and ControlEvent entries
     <namespace>:snapshot                hash: state, last_event_id, applied_events
     <namespace>:snapshot-lock           string: set while one process stores snapshots
 
@@ -42,10 +42,13 @@ from redis.backoff import NoBackoff
 from banditroute.catalog import Catalog
 from banditroute.errors import BanditRouteError, ConfigError
 from banditroute.events import (
+    ControlEvent,
     DecisionRecord,
     EventFormatError,
     FeedbackEvent,
     FeedbackPayload,
+    StreamEvent,
+    decode_stream_entry,
 )
 
 logger = logging.getLogger(__name__)
@@ -198,7 +201,7 @@ class Store(ABC):
     @abstractmethod
     async def read_entries(
         self, after_id: str, *, block_ms: int, count: int
-    ) -> list[tuple[str, FeedbackEvent | None]]:
+    ) -> list[tuple[str, StreamEvent | None]]:
         """Return up to ``count`` stream entries after ``after_id``, oldest first.
 
         An entry that cannot be decoded comes back as ``(id, None)``, so that a reader
@@ -209,12 +212,21 @@ class Store(ABC):
     async def read_events(
         self, after_id: str, *, block_ms: int, count: int
     ) -> list[tuple[str, FeedbackEvent]]:
-        """Return up to ``count`` feedback events after ``after_id``, oldest first.
+        """Return the feedback events among the next ``count`` entries, oldest first.
 
-        Like ``read_entries``, but entries that cannot be decoded are left out.
+        Like ``read_entries``, but control events and entries that cannot be decoded
+        are left out.
         """
         entries = await self.read_entries(after_id, block_ms=block_ms, count=count)
-        return [(event_id, event) for event_id, event in entries if event is not None]
+        return [
+            (event_id, event)
+            for event_id, event in entries
+            if isinstance(event, FeedbackEvent)
+        ]
+
+    @abstractmethod
+    async def append_control(self, event: ControlEvent) -> str:
+        """Append a control event to the stream; return its stream id."""
 
     @abstractmethod
     async def save_snapshot(self, snapshot: Snapshot, *, lock_ttl_ms: int) -> bool:
@@ -321,9 +333,13 @@ class MemoryStore(Store):
         heapq.heappush(self._expiry_queue, (expires_at, "feedback", decision_id))
         return AppendResult(accepted=True, event_id=event_id, model=record.model)
 
+    async def append_control(self, event: ControlEvent) -> str:
+        self._check_open()
+        return self._append_entry(event.to_fields(), self._clock())
+
     async def read_entries(
         self, after_id: str, *, block_ms: int, count: int
-    ) -> list[tuple[str, FeedbackEvent | None]]:
+    ) -> list[tuple[str, StreamEvent | None]]:
         self._check_open()
         after = stream_id_order(after_id)
         entries = self._entries_after(after, count)
@@ -414,7 +430,7 @@ class MemoryStore(Store):
 
     def _entries_after(
         self, after: tuple[int, int], count: int
-    ) -> list[tuple[str, FeedbackEvent | None]]:
+    ) -> list[tuple[str, StreamEvent | None]]:
         start = bisect.bisect_right(self._entry_orders, after)
         selected = self._entries[start : start + max(count, 1)]
         return [
@@ -634,9 +650,17 @@ class RedisStore(Store):
             model=_as_text(reply[2]),
         )
 
+    async def append_control(self, event: ControlEvent) -> str:
+        fields: dict[Any, Any] = event.to_fields()
+        event_id = await self._run(
+            "appending a control event",
+            lambda: self._client.xadd(self._events_key, fields),
+        )
+        return _as_text(event_id)
+
     async def read_entries(
         self, after_id: str, *, block_ms: int, count: int
-    ) -> list[tuple[str, FeedbackEvent | None]]:
+    ) -> list[tuple[str, StreamEvent | None]]:
         stream_id_order(after_id)
         streams: dict[Any, Any] = {self._events_key: after_id}
         if block_ms > 0:
@@ -855,9 +879,9 @@ def _stream_entries(reply: Any) -> list[tuple[Any, Mapping[Any, bytes]]]:
     return list(reply[0][1])
 
 
-def _decoded_event(event_id: str, fields: Mapping[Any, bytes]) -> FeedbackEvent | None:
+def _decoded_event(event_id: str, fields: Mapping[Any, bytes]) -> StreamEvent | None:
     try:
-        return FeedbackEvent.from_fields(fields)
+        return decode_stream_entry(fields)
     except EventFormatError as error:
         logger.debug("Stream entry %s cannot be decoded: %s", event_id, error)
         return None
