@@ -240,3 +240,82 @@ def test_replay_of_alpacaeval_log(tmp_path):
     assert document["prompts"]["stream_per_seed"] == 150
     assert document["load_report"]["missing_model_rows"] == 2
     assert document["cost_weights"][0]["best_single_model"] == "gpt4_1106_preview"
+
+
+# Self-tuning controls
+
+
+def test_replay_with_controls_reports_them(tmp_path):
+    log_path = write_log(tmp_path / "data", n_prompts=40)
+    out_dir = tmp_path / "report"
+
+    result = invoke(
+        "replay",
+        log_path,
+        "--policies",
+        "thompson",
+        "--seeds",
+        "2",
+        "--cost-target",
+        "0.0002",
+        "--pacing-warmup",
+        "5",
+        "--health",
+        "--failing-model",
+        "large",
+        "--failing-from",
+        "10",
+        "--rollout-share",
+        "0.5",
+        "--default-model",
+        "small",
+        "--cache-dir",
+        tmp_path / "cache",
+        "--out",
+        out_dir,
+        "--no-progress",
+    )
+
+    assert result.exit_code == 0, result.output
+    assert "## Budget pacing" in result.stdout
+    document = json.loads((out_dir / "results.json").read_text())
+    controls = document["settings"]["controls"]
+    assert controls["cost_target"] == 0.0002
+    assert controls["health"]["consecutive_errors"] == 5
+    assert controls["default_model"] == "small"
+    assert set(document["controls"][0]) >= {"pacing", "failure", "rollout"}
+    summary = (out_dir / "summary.md").read_text()
+    assert "## Failing model" in summary
+    assert "## Rollout" in summary
+
+
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        (("--rollout-share", "0.5"), "--default-model"),
+        (("--rollout-share", "2", "--default-model", "small"), "share"),
+        (("--cost-target", "0"), "target_cost_usd"),
+    ],
+)
+def test_invalid_control_options_exit_2(options, named, tmp_path):
+    log_path = write_log(tmp_path / "data")
+    result = invoke("replay", log_path, *options, "--out", tmp_path / "report")
+    assert result.exit_code == 2
+    assert named in normalized(result.output)
+
+
+def test_unknown_control_model_exits_2(tmp_path):
+    log_path = write_log(tmp_path / "data")
+    result = invoke(
+        "replay",
+        log_path,
+        "--failing-model",
+        "huge",
+        "--cache-dir",
+        tmp_path / "cache",
+        "--out",
+        tmp_path / "report",
+        "--no-progress",
+    )
+    assert result.exit_code == 2
+    assert "'huge' is not in the catalog" in normalized(result.output)

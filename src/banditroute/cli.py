@@ -23,13 +23,16 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from banditroute.controls import ControlSettings
 from banditroute.embedding_cache import EmbeddingCache, default_cache_path
 from banditroute.encoder import DEFAULT_ENCODER_MODEL, Encoder
 from banditroute.errors import BanditRouteError, ConfigError
 from banditroute.features import FeatureBuilder
+from banditroute.health import HealthSettings
+from banditroute.pacing import DEFAULT_WARMUP_REQUESTS
 from banditroute.policies import DEFAULT_POLICIES, available_policies
 from banditroute.replay import ReplayResult, ReplaySettings, SeedSpread, replay
-from banditroute.report import format_spread, write_report
+from banditroute.report import control_markdown, format_spread, write_report
 from banditroute.routing_log import RoutingLog, read_routing_log
 from banditroute.synthetic import generate_workload
 
@@ -146,6 +149,75 @@ def replay_command(
             show_default=False,
         ),
     ] = None,
+    cost_target: Annotated[
+        float | None,
+        typer.Option(
+            "--cost-target",
+            help="Target mean cost per request in USD. The cost weight of every "
+            "decision then comes from a budget pacer that adapts it to the realized "
+            "costs, and --cost-weights only set the reward the report measures.",
+            show_default=False,
+        ),
+    ] = None,
+    pacing_warmup: Annotated[
+        int,
+        typer.Option(
+            "--pacing-warmup",
+            help="Requests at the start of each stream during which the pacer holds "
+            "its initial weight (0.1 / target quality points per USD).",
+        ),
+    ] = DEFAULT_WARMUP_REQUESTS,
+    health: Annotated[
+        bool,
+        typer.Option(
+            "--health/--no-health",
+            help="Cool down a model after 5 failed calls in a row or an error rate "
+            "of 50% over its last 20 calls, for 30 s. Then up to 3 probe requests "
+            "go to it: a success ends the cooldown, and a failure starts a cooldown "
+            "twice as long, up to 600 s.",
+        ),
+    ] = False,
+    failing_model: Annotated[
+        str | None,
+        typer.Option(
+            "--failing-model",
+            help="Model whose every call fails (quality 0, not billed) from "
+            "--failing-from on, to test the health checks.",
+            show_default=False,
+        ),
+    ] = None,
+    failing_from: Annotated[
+        int,
+        typer.Option(
+            "--failing-from",
+            help="Stream step at which --failing-model starts to fail.",
+        ),
+    ] = 0,
+    seconds_per_request: Annotated[
+        float,
+        typer.Option(
+            "--seconds-per-request",
+            help="Seconds between two requests of the replayed stream; the "
+            "cooldowns of --health run on this clock.",
+        ),
+    ] = 1.0,
+    rollout_share: Annotated[
+        float | None,
+        typer.Option(
+            "--rollout-share",
+            help="Share of requests, from 0 to 1, that each policy routes; the rest "
+            "go to --default-model. The report compares the two groups.",
+            show_default=False,
+        ),
+    ] = None,
+    default_model: Annotated[
+        str | None,
+        typer.Option(
+            "--default-model",
+            help="Model that receives the requests outside the --rollout-share.",
+            show_default=False,
+        ),
+    ] = None,
     synthetic_prompts: Annotated[
         int,
         typer.Option(
@@ -209,9 +281,20 @@ def replay_command(
         level=_parse_log_level(log_level),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    controls = _control_settings(
+        cost_target,
+        pacing_warmup,
+        health,
+        failing_model,
+        failing_from,
+        seconds_per_request,
+        rollout_share,
+        default_model,
+    )
     settings = _replay_settings(
         policies, cost_weights, seeds, warm_start, max_prompts, synthetic_prompts
     )
+    settings = dataclasses.replace(settings, controls=controls)
     _check_positive("--jobs", jobs)
 
     try:
@@ -219,6 +302,7 @@ def replay_command(
         out_dir = out if out is not None else _default_out_dir(log_name)
         _check_writable(out_dir)
         _check_policy_names(settings.policies, log)
+        settings.controls.check_models(log.catalog)
         contexts, encoder_inputs = _build_contexts(
             log, encoder_model, cache_dir, progress
         )
@@ -237,6 +321,8 @@ def replay_command(
     console = Console()
     for table in _summary_tables(result):
         console.print(table)
+    for line in control_markdown(result):
+        typer.echo(line)
     typer.echo(f"Report written to {out_dir}")
 
 
@@ -335,6 +421,38 @@ def _replay_settings(
             seeds=seeds,
             warm_start_fraction=warm_start,
             max_prompts=max_prompts,
+        )
+    except ConfigError as error:
+        raise typer.BadParameter(str(error)) from error
+
+
+def _control_settings(
+    cost_target: float | None,
+    pacing_warmup: int,
+    health: bool,
+    failing_model: str | None,
+    failing_from: int,
+    seconds_per_request: float,
+    rollout_share: float | None,
+    default_model: str | None,
+) -> ControlSettings:
+    """Check the control option values and return the settings they give."""
+    if (rollout_share is None) != (default_model is None):
+        raise typer.BadParameter(
+            "--rollout-share and --default-model go together; give both or neither.",
+            param_hint="--rollout-share",
+        )
+
+    try:
+        return ControlSettings(
+            cost_target=cost_target,
+            pacing_warmup_requests=pacing_warmup,
+            health=HealthSettings() if health else None,
+            failing_model=failing_model,
+            failing_from_step=failing_from,
+            seconds_per_request=seconds_per_request,
+            rollout_share=rollout_share,
+            default_model=default_model,
         )
     except ConfigError as error:
         raise typer.BadParameter(str(error)) from error

@@ -22,6 +22,7 @@ from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from banditroute.catalog import Catalog
+from banditroute.controls import ControlSettings, StreamControls
 from banditroute.errors import ConfigError, LogFormatError
 from banditroute.policies import make_policy
 from banditroute.policy import Policy, WarmStartData
@@ -76,6 +77,10 @@ class ReplaySettings:
     """Size of the random subset of prompts replayed per seed, or None for all."""
     curve_points: int = 50
     """Number of windows the learning curves and model shares split the stream into."""
+    controls: ControlSettings = field(default_factory=ControlSettings)
+    """Budget pacing, model health and rollout; by default all off. With a cost
+    target, the pacer sets the weight of each decision, and ``cost_weights`` only
+    define the reward the report measures."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "policies", tuple(self.policies))
@@ -148,6 +153,8 @@ class RunTrace:
     reward: np.ndarray
     """quality - cost_weight * cost_usd of the chosen model."""
     propensity: np.ndarray
+    controls: dict[str, np.ndarray] = field(default_factory=dict)
+    """Per-step records of the active controls (see ``StreamControls``)."""
 
 
 @dataclass(frozen=True)
@@ -310,6 +317,7 @@ class _RunTask:
     weight_index: int
     cost_weight: float
     split: _SeedSplit
+    controls: ControlSettings = field(default_factory=ControlSettings)
 
 
 def replay(
@@ -345,6 +353,7 @@ def replay(
     _check_policy_names(
         settings.policies, log.catalog, contexts.shape[1], policy_factory
     )
+    settings.controls.check_models(log.catalog)
 
     splits = [_split_seed(evaluable, seed, settings) for seed in range(settings.seeds)]
     tasks = _run_tasks(settings, splits)
@@ -436,6 +445,7 @@ def _run_tasks(settings: ReplaySettings, splits: list[_SeedSplit]) -> list[_RunT
             weight_index=weight_index,
             cost_weight=cost_weight,
             split=split,
+            controls=settings.controls,
         )
         for split in splits
         for policy_index, policy in enumerate(settings.policies)
@@ -543,30 +553,47 @@ def _stream(
         leave=False,
         disable=not show_steps,
     )
+    controls = StreamControls(task.controls, data.catalog, len(rows), task.split.seed)
+    failed = np.zeros(len(rows), dtype=bool)
     for step, row in enumerate(steps):
         context = data.contexts[row]
-        decision = policy.decide(
-            context, float(data.input_tokens[row]), task.cost_weight
-        )
-        model = int(decision.model_index)
+        allowed = controls.allowed(step)
+        model = controls.default_choice(step, allowed)
+        if model is None:
+            weight = controls.cost_weight(step, task.cost_weight)
+            decision = policy.decide(
+                context, float(data.input_tokens[row]), weight, allowed
+            )
+            model = int(decision.model_index)
+            step_propensity = decision.propensity
+        else:
+            controls.cost_weight(step, task.cost_weight)
+            step_propensity = 1.0  # The default group's choice is deterministic.
         if not 0 <= model < n_models:
             raise ConfigError(
                 f"Policy {task.policy!r} chose model index {model}; the catalog has "
                 f"{n_models} models."
             )
 
-        output_tokens = data.output_tokens[row, model]
-        policy.update(
-            model,
-            context,
-            float(data.quality[row, model]),
-            float(output_tokens) if np.isfinite(output_tokens) else None,
-        )
+        failed[step] = controls.outcome(step, model)
+        if failed[step]:
+            # A failed call is not billed and, without a rating, counts as quality 0.
+            policy.update(model, context, 0.0, None)
+            controls.record(step, model, 0.0, error=True)
+        else:
+            output_tokens = data.output_tokens[row, model]
+            policy.update(
+                model,
+                context,
+                float(data.quality[row, model]),
+                float(output_tokens) if np.isfinite(output_tokens) else None,
+            )
+            controls.record(step, model, float(data.cost_usd[row, model]), error=False)
         chosen[step] = model
-        propensity[step] = decision.propensity
+        propensity[step] = step_propensity
 
-    quality = data.quality[rows, chosen]
-    cost = data.cost_usd[rows, chosen]
+    quality = np.where(failed, 0.0, data.quality[rows, chosen])
+    cost = np.where(failed, 0.0, data.cost_usd[rows, chosen])
     return RunTrace(
         policy=task.policy,
         cost_weight=task.cost_weight,
@@ -577,6 +604,7 @@ def _stream(
         cost_usd=cost,
         reward=quality - task.cost_weight * cost,
         propensity=propensity,
+        controls=controls.records,
     )
 
 

@@ -20,7 +20,9 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from banditroute.controls import run_control_summary
 from banditroute.replay import POLICY_METRICS, PolicySummary, ReplayResult, SeedSpread
+from banditroute.rollout import OUTCOMES
 
 logger = logging.getLogger(__name__)
 
@@ -174,6 +176,19 @@ def _write_json(result: ReplayResult, path: Path, title: str) -> Path:
         ],
         "seed_baselines": _json_seed_baselines(result),
     }
+    controls = control_summaries(result)
+    if controls:
+        document["controls"] = [
+            {
+                "policy": policy,
+                "cost_weight": weight,
+                **{
+                    control: _json_metrics(metrics)
+                    for control, metrics in per_control.items()
+                },
+            }
+            for (policy, weight), per_control in controls.items()
+        ]
     text = json.dumps(document, indent=2, allow_nan=False)
     path.write_text(text + "\n", encoding="utf-8")
     return path
@@ -276,11 +291,183 @@ def _write_markdown(result: ReplayResult, path: Path, title: str) -> Path:
     ]
     for weight in result.settings.cost_weights:
         lines += _markdown_table(result, weight)
+    lines += control_markdown(result)
     lines += _markdown_prompts(result)
     lines += _markdown_settings(result)
 
     path.write_text("\n".join(lines), encoding="utf-8")
     return path
+
+
+# Controls
+
+
+def control_summaries(
+    result: ReplayResult,
+) -> dict[tuple[str, float], dict[str, dict[str, SeedSpread]]]:
+    """Return each run's control summaries over seeds, keyed by (policy, weight).
+
+    Empty when the replay ran without controls.
+    """
+    controls = result.settings.controls
+    if not controls.active:
+        return {}
+
+    per_run: dict[tuple[str, float], list[dict[str, dict[str, float]]]] = {}
+    for trace in sorted(result.runs, key=lambda t: t.seed):
+        summary = run_control_summary(trace, controls, result.model_names)
+        per_run.setdefault((trace.policy, trace.cost_weight), []).append(summary)
+
+    spreads = {}
+    for key, seeds in per_run.items():
+        spreads[key] = {
+            control: {
+                name: SeedSpread(np.array([seed[control][name] for seed in seeds]))
+                for name in seeds[0][control]
+            }
+            for control in seeds[0]
+        }
+    return spreads
+
+
+def control_markdown(result: ReplayResult) -> list[str]:
+    """Return the Markdown sections of the active controls (none without controls)."""
+    summaries = control_summaries(result)
+    if not summaries:
+        return []
+
+    lines: list[str] = []
+    first = next(iter(summaries.values()))
+    if "pacing" in first:
+        lines += _pacing_markdown(result, summaries)
+    if "failure" in first:
+        lines += _failure_markdown(result, summaries)
+    if "rollout" in first:
+        lines += _rollout_markdown(result, summaries)
+    return lines
+
+
+def _pacing_markdown(result: ReplayResult, summaries: dict) -> list[str]:
+    controls = result.settings.controls
+    target = controls.cost_target
+    lines = [
+        "## Budget pacing",
+        "",
+        f"Target mean cost {target:.4g} USD per request. The pacer sets every "
+        f"decision's cost weight and holds it for the first "
+        f"{controls.pacing_warmup_requests} requests (warm-up).",
+        "",
+        "| policy | mean cost after warm-up (USD) | vs target | quality | "
+        "median weight after warm-up | final weight |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for (policy, weight), per_control in summaries.items():
+        pacing = per_control["pacing"]
+        relative = SeedSpread(pacing["mean_cost_after_warmup"].values / target - 1.0)
+        quality = result.summary(policy, weight).metrics["quality"]
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    policy,
+                    format_spread(pacing["mean_cost_after_warmup"], "{:.4g}"),
+                    _signed_percent(relative),
+                    format_spread(quality, "{:.3f}"),
+                    format_spread(pacing["median_cost_weight_after_warmup"], "{:.4g}"),
+                    format_spread(pacing["final_cost_weight"], "{:.4g}"),
+                ]
+            )
+            + " |"
+        )
+    lines.append("")
+    return lines
+
+
+def _signed_percent(relative: SeedSpread) -> str:
+    """Format a relative gap as a signed percentage with its spread over seeds."""
+    text = f"{relative.mean * 100:+.1f}%"
+    if math.isnan(relative.std):
+        return text
+    return f"{text} ± {relative.std * 100:.1f}%"
+
+
+def _failure_markdown(result: ReplayResult, summaries: dict) -> list[str]:
+    controls = result.settings.controls
+    breakers = "with" if controls.health is not None else "without"
+    lines = [
+        "## Failing model",
+        "",
+        f"Every call of {controls.failing_model} fails from step "
+        f"{controls.failing_from_step} on ({controls.seconds_per_request:g} s per "
+        f"request), replayed {breakers} circuit breakers. A failed call is not "
+        "billed and counts as quality 0.",
+        "",
+        "| policy | cost weight | requests before first cooldown | "
+        "requests after failure start | first cooldown step |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for (policy, weight), per_control in summaries.items():
+        failure = per_control["failure"]
+        cells = [
+            policy,
+            f"{weight:g}",
+            format_spread(failure["requests_before_cooldown"], "{:.1f}"),
+            format_spread(failure["requests_total"], "{:.1f}"),
+            format_spread(failure["first_cooldown_step"], "{:.0f}"),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    return lines
+
+
+def _rollout_markdown(result: ReplayResult, summaries: dict) -> list[str]:
+    controls = result.settings.controls
+    seeds = result.settings.seeds
+    lines = [
+        "## Rollout",
+        "",
+        f"Share {controls.rollout_share:g} of requests routed by the policy (bandit "
+        f"group), the rest to {controls.default_model} (default group). Each cell "
+        "is the estimate with its 95% interval (t interval for a group, Welch's for "
+        "the difference bandit minus default), averaged over seeds. The last column "
+        f"counts the seeds, of {seeds}, whose difference interval lies above 0 and "
+        "below 0.",
+        "",
+    ]
+    for (policy, weight), per_control in summaries.items():
+        rollout = per_control["rollout"]
+        bandit = rollout["bandit_requests"].mean
+        default = rollout["default_requests"].mean
+        lines += [
+            f"### {policy}, cost weight {weight:g} ({bandit:.0f} bandit and "
+            f"{default:.0f} default requests per seed on average)",
+            "",
+            "| outcome | bandit group | default group | difference | "
+            "seeds above / below 0 |",
+            "| --- | ---: | ---: | ---: | ---: |",
+        ]
+        for outcome in OUTCOMES:
+            number_format = "{:.4g}" if outcome == "cost_usd" else "{:.4f}"
+            cells = [outcome]
+            for part in ("bandit", "default", "difference"):
+                cells.append(
+                    _interval_cell(rollout, f"{part}_{outcome}", number_format)
+                )
+            low = rollout[f"difference_{outcome}_low"].values
+            high = rollout[f"difference_{outcome}_high"].values
+            cells.append(f"{int((low > 0).sum())} / {int((high < 0).sum())}")
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    return lines
+
+
+def _interval_cell(
+    rollout: dict[str, SeedSpread], prefix: str, number_format: str
+) -> str:
+    estimate = _format_number(rollout[prefix].mean, number_format)
+    low = _format_number(rollout[f"{prefix}_low"].mean, number_format)
+    high = _format_number(rollout[f"{prefix}_high"].mean, number_format)
+    return f"{estimate} [{low}, {high}]"
 
 
 # Plots
