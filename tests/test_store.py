@@ -169,7 +169,7 @@ async def test_feedback_for_unknown_decision_appends_nothing(store_kind):
 
 async def test_event_takes_model_context_and_tokens_from_the_decision(store_kind):
     store = store_kind.store
-    record = make_record()
+    record = dataclasses.replace(make_record(), group="default")
     await store.put_decision(record, WINDOW_SECONDS)
     payload = payload_of(make_event(record.decision_id))
 
@@ -181,6 +181,9 @@ async def test_event_takes_model_context_and_tokens_from_the_decision(store_kind
     assert event.model == record.model
     assert np.array_equal(event.context, record.context)
     assert event.input_tokens == record.input_tokens
+    assert event.routed_at == record.created_at
+    assert event.cost_weight == record.cost_weight
+    assert event.group == record.group
 
 
 async def test_reported_input_tokens_replace_the_estimate(store_kind):

@@ -25,6 +25,7 @@ CONTEXT_DTYPE = np.dtype("<f4")
 """Wire type of context vectors: float32, the type the feature builder produces."""
 
 FEEDBACK_SOURCES = ("user", "judge")
+ROLLOUT_GROUPS = ("bandit", "default")
 
 _DECISION_INTEGERS = ("input_tokens", "posterior_version")
 _DECISION_NUMBERS = ("propensity", "cost_weight", "expected_cost_usd", "created_at")
@@ -69,9 +70,12 @@ class DecisionRecord:
     """Unix time in seconds."""
     posterior_version: int
     """Number of feedback events the deciding process had applied."""
+    group: str = "bandit"
+    """Rollout group: "bandit" when the policy chose, else "default"."""
 
     def __post_init__(self) -> None:
         _coerce_fields(self, integers=_DECISION_INTEGERS, numbers=_DECISION_NUMBERS)
+        _check_group(self.group)
         _check_text("decision_id", self.decision_id)
         _check_text("model", self.model)
         _check_count("input_tokens", self.input_tokens)
@@ -97,6 +101,7 @@ class DecisionRecord:
             "expected_cost_usd": _number_bytes(self.expected_cost_usd),
             "created_at": _number_bytes(self.created_at),
             "posterior_version": str(self.posterior_version).encode(),
+            "group": self.group.encode(),
         }
 
     @classmethod
@@ -116,6 +121,7 @@ class DecisionRecord:
             expected_cost_usd=reader.number("expected_cost_usd"),
             created_at=reader.number("created_at"),
             posterior_version=reader.integer("posterior_version"),
+            group=reader.optional_text("group") or "bandit",
         )
 
 
@@ -186,11 +192,23 @@ class FeedbackEvent:
     """Unix time in seconds."""
     input_tokens: float | None = None
     """Prompt tokens: as reported with the feedback, else as estimated at routing."""
+    routed_at: float | None = None
+    """Unix time in seconds of the decision; None for events of older versions."""
+    cost_weight: float | None = None
+    """Cost weight the decision was made with; None for events of older versions."""
+    group: str = "bandit"
+    """Rollout group of the decision."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "context", _checked_context(self.context))
         _check_text("model", self.model)
         _check_feedback_values(self)
+        _check_group(self.group)
+        for name in ("routed_at", "cost_weight"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, float(value))
+                _check_finite(name, value)
 
     @classmethod
     def from_decision(
@@ -214,6 +232,9 @@ class FeedbackEvent:
             latency_ms=payload.latency_ms,
             received_at=payload.received_at,
             input_tokens=input_tokens,
+            routed_at=record.created_at,
+            cost_weight=record.cost_weight,
+            group=record.group,
         )
 
     def to_fields(self) -> dict[str, bytes]:
@@ -225,6 +246,9 @@ class FeedbackEvent:
             "model": self.model.encode(),
             "context": self.context.tobytes(),
             "input_tokens": _optional_number_bytes(self.input_tokens),
+            "routed_at": _optional_number_bytes(self.routed_at),
+            "cost_weight": _optional_number_bytes(self.cost_weight),
+            "group": self.group.encode(),
             "decision_id": self.decision_id.encode(),
             "quality": _optional_number_bytes(self.quality),
             "output_tokens": _optional_number_bytes(self.output_tokens),
@@ -253,7 +277,10 @@ class FeedbackEvent:
             source=reader.text("source"),
             latency_ms=reader.optional_number("latency_ms"),
             received_at=reader.number("received_at"),
-            input_tokens=reader.optional_number("input_tokens"),
+            input_tokens=reader.added_number("input_tokens"),
+            routed_at=reader.added_number("routed_at"),
+            cost_weight=reader.added_number("cost_weight"),
+            group=reader.optional_text("group") or "bandit",
         )
 
 
@@ -391,6 +418,18 @@ class _FieldReader:
         except UnicodeDecodeError:
             raise self._invalid(name) from None
 
+    def optional_text(self, name: str) -> str | None:
+        """Return the field's text, or None when an older version did not write it."""
+        if name not in self.fields:
+            return None
+        return self.text(name)
+
+    def added_number(self, name: str) -> float | None:
+        """Return the number, or None when empty or not written by an older version."""
+        if name not in self.fields:
+            return None
+        return self.optional_number(name)
+
     def number(self, name: str) -> float:
         try:
             return float(self.raw(name))
@@ -515,6 +554,13 @@ def _checked_context(context: np.ndarray) -> np.ndarray:
             "build it with the feature builder."
         )
     return array
+
+
+def _check_group(group: str) -> None:
+    if group not in ROLLOUT_GROUPS:
+        raise EventFormatError(
+            f"group={group!r} is invalid; use one of {list(ROLLOUT_GROUPS)}."
+        )
 
 
 def _check_text(name: str, value: str) -> None:

@@ -452,9 +452,9 @@ class MemoryStore(Store):
 
 
 # Appends one feedback event unless its decision is unknown or already has feedback.
-# The event takes the model, context and (unless reported) input tokens from the
-# decision record. Running as one script makes the checks and the append a single
-# atomic step and a single round trip.
+# The event takes the model, context, time, cost weight, rollout group and (unless
+# reported) input tokens from the decision record. Running as one script makes the
+# checks and the append a single atomic step and a single round trip.
 # KEYS[1]: the decision record. KEYS[2]: the decision's feedback key.
 # KEYS[3]: the event stream.
 # ARGV[1]: lifetime of the feedback key in ms. ARGV[2]: reported input tokens, or ''.
@@ -462,7 +462,8 @@ class MemoryStore(Store):
 # Returns {-1} for an unknown decision, {0, id of the first entry, model} for a
 # duplicate, and {1, id of the new entry, model} when appended.
 _RECORD_FEEDBACK_SCRIPT = """
-local decision = redis.call('HMGET', KEYS[1], 'model', 'context', 'input_tokens')
+local decision = redis.call('HMGET', KEYS[1], 'model', 'context', 'input_tokens',
+    'created_at', 'cost_weight', 'group')
 local model = decision[1]
 if not model then
     return {-1}
@@ -476,7 +477,9 @@ if input_tokens == '' then
     input_tokens = decision[3]
 end
 local event_id = redis.call('XADD', KEYS[3], '*', 'model', model,
-    'context', decision[2], 'input_tokens', input_tokens, unpack(ARGV, 3))
+    'context', decision[2], 'input_tokens', input_tokens,
+    'routed_at', decision[4], 'cost_weight', decision[5],
+    'group', decision[6] or 'bandit', unpack(ARGV, 3))
 redis.call('SET', KEYS[2], event_id, 'PX', ARGV[1])
 return {1, event_id, model}
 """
