@@ -25,6 +25,13 @@ from banditroute.catalog import Catalog
 from banditroute.errors import ConfigError, LogFormatError
 from banditroute.policies import make_policy
 from banditroute.policy import Policy, WarmStartData
+from banditroute.scenario import (
+    ARRIVAL,
+    Scenario,
+    StreamOutcomes,
+    scenario_catalog,
+    stream_outcomes,
+)
 
 if TYPE_CHECKING:
     from banditroute.routing_log import LoadReport, RoutingLog
@@ -76,6 +83,8 @@ class ReplaySettings:
     """Size of the random subset of prompts replayed per seed, or None for all."""
     curve_points: int = 50
     """Number of windows the learning curves and model shares split the stream into."""
+    scenario: Scenario = Scenario()
+    """The change partway through each stream (none by default)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "policies", tuple(self.policies))
@@ -294,6 +303,7 @@ class _ReplayData:
     cost_usd: np.ndarray
     output_tokens: np.ndarray
     policy_factory: PolicyFactory
+    scenario: Scenario = Scenario()
 
 
 @dataclass(frozen=True)
@@ -342,9 +352,14 @@ def replay(
             len(log),
         )
 
+    settings.scenario.validate(log.catalog)
     _check_policy_names(
         settings.policies, log.catalog, contexts.shape[1], policy_factory
     )
+    if settings.scenario.kind == ARRIVAL:
+        _check_can_add_models(
+            settings.policies, log.catalog, contexts.shape[1], policy_factory
+        )
 
     splits = [_split_seed(evaluable, seed, settings) for seed in range(settings.seeds)]
     tasks = _run_tasks(settings, splits)
@@ -356,6 +371,7 @@ def replay(
         cost_usd=np.asarray(log.cost_usd, dtype=float),
         output_tokens=np.asarray(log.output_tokens, dtype=float),
         policy_factory=policy_factory,
+        scenario=settings.scenario,
     )
 
     logger.info(
@@ -411,6 +427,23 @@ def _check_policy_names(
     """Build each policy once so that an unknown name fails before any run starts."""
     for name in policies:
         policy_factory(name, catalog, dimension, np.random.default_rng(0))
+
+
+def _check_can_add_models(
+    policies: Iterable[str],
+    catalog: Catalog,
+    dimension: int,
+    policy_factory: PolicyFactory,
+) -> None:
+    for name in policies:
+        policy = policy_factory(
+            name, catalog.copy(), dimension, np.random.default_rng(0)
+        )
+        if not hasattr(policy, "add_model"):
+            raise ConfigError(
+                f"Policy {name!r} cannot add models at run time, which the arrival "
+                "scenario needs; replay it with thompson only."
+            )
 
 
 def _split_seed(
@@ -509,9 +542,23 @@ def _run(data: _ReplayData, task: _RunTask, *, show_steps: bool) -> RunTrace:
     dimension = data.contexts.shape[1]
 
     with threadpool_limits(limits=1):
-        policy = data.policy_factory(task.policy, data.catalog, dimension, rng)
+        # A copy, because policies that add models at run time extend their catalog.
+        catalog = data.catalog.copy()
+        policy = data.policy_factory(task.policy, catalog, dimension, rng)
         _warm_start(policy, data, task.split.warm_rows)
-        return _stream(policy, data, task, show_steps=show_steps)
+        outcomes = _stream_outcomes(data, task.split.stream_rows)
+        return _stream(policy, data, task, outcomes, show_steps=show_steps)
+
+
+def _stream_outcomes(data: _ReplayData, rows: np.ndarray) -> StreamOutcomes:
+    return stream_outcomes(
+        data.scenario,
+        data.catalog,
+        data.quality[rows],
+        data.cost_usd[rows],
+        data.output_tokens[rows],
+        data.input_tokens[rows],
+    )
 
 
 def _warm_start(policy: Policy, data: _ReplayData, rows: np.ndarray) -> None:
@@ -529,10 +576,14 @@ def _warm_start(policy: Policy, data: _ReplayData, rows: np.ndarray) -> None:
 
 
 def _stream(
-    policy: Policy, data: _ReplayData, task: _RunTask, *, show_steps: bool
+    policy: Policy,
+    data: _ReplayData,
+    task: _RunTask,
+    outcomes: StreamOutcomes,
+    *,
+    show_steps: bool,
 ) -> RunTrace:
     rows = task.split.stream_rows
-    n_models = len(data.catalog)
     chosen = np.empty(len(rows), dtype=np.int64)
     propensity = np.empty(len(rows))
 
@@ -544,6 +595,9 @@ def _stream(
         disable=not show_steps,
     )
     for step, row in enumerate(steps):
+        if outcomes.added_model is not None and step == outcomes.change_step:
+            policy.add_model(outcomes.added_model)  # type: ignore[attr-defined]
+        n_models = len(policy.catalog)
         context = data.contexts[row]
         decision = policy.decide(
             context, float(data.input_tokens[row]), task.cost_weight
@@ -555,18 +609,19 @@ def _stream(
                 f"{n_models} models."
             )
 
-        output_tokens = data.output_tokens[row, model]
+        output_tokens = outcomes.output_tokens[step, model]
         policy.update(
             model,
             context,
-            float(data.quality[row, model]),
+            float(outcomes.quality[step, model]),
             float(output_tokens) if np.isfinite(output_tokens) else None,
         )
         chosen[step] = model
         propensity[step] = decision.propensity
 
-    quality = data.quality[rows, chosen]
-    cost = data.cost_usd[rows, chosen]
+    steps_index = np.arange(len(rows))
+    quality = outcomes.quality[steps_index, chosen]
+    cost = outcomes.cost_usd[steps_index, chosen]
     return RunTrace(
         policy=task.policy,
         cost_weight=task.cost_weight,
@@ -631,13 +686,14 @@ def gap_recovered(reward: float, best_single: float, oracle: float) -> float:
 def _stream_baselines(
     data: _ReplayData, split: _SeedSplit, cost_weight: float
 ) -> StreamBaselines:
-    rows = split.stream_rows
-    tail = rows[len(rows) - last_fifth_size(len(rows)) :]
+    outcomes = _stream_outcomes(data, split.stream_rows)
+    quality, cost = outcomes.quality, outcomes.cost_usd
+    tail = slice(len(quality) - last_fifth_size(len(quality)), None)
     return StreamBaselines(
         cost_weight=cost_weight,
         seed=split.seed,
-        whole=hindsight(data.quality[rows], data.cost_usd[rows], cost_weight),
-        last_fifth=hindsight(data.quality[tail], data.cost_usd[tail], cost_weight),
+        whole=hindsight(quality, cost, cost_weight),
+        last_fifth=hindsight(quality[tail], cost[tail], cost_weight),
     )
 
 
@@ -768,7 +824,7 @@ def _assemble_result(
     traces: list[RunTrace],
     excluded: int,
 ) -> ReplayResult:
-    model_names = tuple(data.catalog.names)
+    model_names = tuple(scenario_catalog(data.scenario, data.catalog).names)
     n_stream = len(splits[0].stream_rows)
     edges = window_edges(n_stream, settings.curve_points)
 
