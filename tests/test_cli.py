@@ -124,6 +124,80 @@ def test_replay_of_jsonl_log_writes_report(tmp_path):
     assert document["inputs"]["log"] == str(log_path)
 
 
+def test_replay_with_drift_scenario_and_half_life(tmp_path):
+    log_path = write_log(tmp_path / "data", n_prompts=16)
+    out_dir = tmp_path / "report"
+
+    result = invoke(
+        "replay",
+        log_path,
+        "--policies",
+        "thompson,fixed:large",
+        "--seeds",
+        "1",
+        "--scenario",
+        "drift-swap:large,small",
+        "--half-life",
+        "50",
+        "--cache-dir",
+        tmp_path / "cache",
+        "--out",
+        out_dir,
+        "--no-progress",
+    )
+
+    assert result.exit_code == 0, result.output
+    document = json.loads((out_dir / "results.json").read_text())
+    assert document["settings"]["scenario"]["kind"] == "drift-swap"
+    assert document["inputs"]["thompson half-life"] == "50 feedback events"
+
+
+def test_replay_with_arrival_scenario_writes_report(tmp_path):
+    log_path = write_log(tmp_path / "data", n_prompts=16)
+    out_dir = tmp_path / "report"
+
+    result = invoke(
+        "replay",
+        log_path,
+        "--policies",
+        "thompson",
+        "--seeds",
+        "1",
+        "--cost-weights",
+        "0,100",
+        "--scenario",
+        "arrival:large",
+        "--cache-dir",
+        tmp_path / "cache",
+        "--out",
+        out_dir,
+        "--no-progress",
+    )
+
+    assert result.exit_code == 0, result.output
+    document = json.loads((out_dir / "results.json").read_text())
+    assert document["settings"]["scenario"]["models"] == ["large"]
+    assert "large-cheap" in (out_dir / "summary.md").read_text()
+
+
+def test_replay_unknown_scenario_model_exits_2(tmp_path):
+    log_path = write_log(tmp_path / "data")
+    result = invoke(
+        "replay",
+        log_path,
+        "--scenario",
+        "drift-drop:medium",
+        "--cache-dir",
+        tmp_path / "cache",
+        "--out",
+        tmp_path / "report",
+        "--no-progress",
+    )
+
+    assert result.exit_code == 2
+    assert "'medium'" in normalized(result.output)
+
+
 def test_replay_without_log_uses_synthetic_workload(tmp_path):
     out_dir = tmp_path / "report"
 
@@ -167,6 +241,9 @@ def test_replay_without_log_uses_synthetic_workload(tmp_path):
         ("--synthetic-prompts", "-1", "-1"),
         ("--jobs", "0", "0 is invalid"),
         ("--log-level", "LOUD", "'LOUD'"),
+        ("--scenario", "drift-drop", "drift-drop"),
+        ("--scenario", "melt:small", "'melt'"),
+        ("--half-life", "0", "0.0 is invalid"),
     ],
 )
 def test_invalid_option_value_exits_2(option, value, named, tmp_path):

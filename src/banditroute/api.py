@@ -228,6 +228,7 @@ async def start_service(
         features.dimension,
         np.random.default_rng(settings.seed),
         prior=settings.prior.to_prior(),
+        half_life=settings.half_life,
     )
     if store is None:
         store = _open_store(settings, features.dimension)

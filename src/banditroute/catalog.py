@@ -38,7 +38,12 @@ class ModelSpec:
 
 
 class Catalog:
-    """An ordered, immutable set of models; a model's position is its index."""
+    """An ordered set of models; a model's position is its index.
+
+    Models can be appended (``add``) and disabled (``disable``) at run time but never
+    removed or reordered, so an index stored anywhere keeps naming the same model. A
+    disabled model stays in the catalog and is only masked out of routing decisions.
+    """
 
     def __init__(self, models: Iterable[ModelSpec]) -> None:
         self.models: tuple[ModelSpec, ...] = tuple(models)
@@ -51,12 +56,55 @@ class Catalog:
             raise ConfigError(f"The model catalog lists {duplicates} more than once.")
 
         self._index = {name: i for i, name in enumerate(self.names)}
+        self.enabled = np.ones(len(self.models), dtype=bool)
+        """Mask of the models that routing decisions may choose."""
+        self._set_prices()
+
+    def _set_prices(self) -> None:
         self.input_usd_per_token = np.array(
             [m.input_usd_per_mtok / TOKENS_PER_PRICE_UNIT for m in self.models]
         )
         self.output_usd_per_token = np.array(
             [m.output_usd_per_mtok / TOKENS_PER_PRICE_UNIT for m in self.models]
         )
+
+    def add(self, model: ModelSpec) -> int:
+        """Append ``model``, enabled, and return its index."""
+        if model.name in self._index:
+            raise ConfigError(
+                f"Model {model.name!r} is already in the catalog; give the new model "
+                "another name, or enable the existing one."
+            )
+
+        self.models = (*self.models, model)
+        self.names = (*self.names, model.name)
+        self._index[model.name] = len(self.models) - 1
+        self.enabled = np.append(self.enabled, True)
+        self._set_prices()
+        return len(self.models) - 1
+
+    def disable(self, name: str) -> int:
+        """Mask the model called ``name`` out of routing decisions; return its index."""
+        index = self.index(name)
+        if self.enabled.sum() == 1 and self.enabled[index]:
+            raise ConfigError(
+                f"Model {name!r} is the last enabled model; enable or add another "
+                "model before disabling it."
+            )
+        self.enabled[index] = False
+        return index
+
+    def enable(self, name: str) -> int:
+        """Allow routing decisions to choose the model called ``name`` again."""
+        index = self.index(name)
+        self.enabled[index] = True
+        return index
+
+    def copy(self) -> Catalog:
+        """Return an independent catalog with the same models and enabled mask."""
+        copied = Catalog(self.models)
+        copied.enabled = self.enabled.copy()
+        return copied
 
     def __len__(self) -> int:
         return len(self.models)

@@ -8,6 +8,7 @@ log and writes a report. Each command is a subcommand of ``app``, so later comma
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
 import os
@@ -30,10 +31,11 @@ from banditroute.errors import BanditRouteError, ConfigError
 from banditroute.features import FeatureBuilder
 from banditroute.health import HealthSettings
 from banditroute.pacing import DEFAULT_WARMUP_REQUESTS
-from banditroute.policies import DEFAULT_POLICIES, available_policies
+from banditroute.policies import DEFAULT_POLICIES, available_policies, make_policy
 from banditroute.replay import ReplayResult, ReplaySettings, SeedSpread, replay
 from banditroute.report import control_markdown, format_spread, write_report
 from banditroute.routing_log import RoutingLog, read_routing_log
+from banditroute.scenario import SCENARIO_KINDS, Scenario, parse_scenario
 from banditroute.synthetic import generate_workload
 
 logger = logging.getLogger(__name__)
@@ -218,6 +220,25 @@ def replay_command(
             show_default=False,
         ),
     ] = None,
+    scenario: Annotated[
+        str,
+        typer.Option(
+            "--scenario",
+            help="What changes halfway through each stream: stationary (nothing), "
+            "drift-drop:MODEL (MODEL's quality becomes the worst model's), "
+            "drift-swap:A,B (A and B exchange qualities) or arrival:MODEL (a copy of "
+            "MODEL priced like the cheapest model joins; thompson only).",
+        ),
+    ] = "stationary",
+    half_life: Annotated[
+        float | None,
+        typer.Option(
+            "--half-life",
+            help="Make thompson forget old feedback: a feedback's weight halves every "
+            "N feedback events (of all models). Default: keep all feedback.",
+            show_default=False,
+        ),
+    ] = None,
     synthetic_prompts: Annotated[
         int,
         typer.Option(
@@ -294,8 +315,16 @@ def replay_command(
     settings = _replay_settings(
         policies, cost_weights, seeds, warm_start, max_prompts, synthetic_prompts
     )
-    settings = dataclasses.replace(settings, controls=controls)
+    settings = dataclasses.replace(
+        settings, controls=controls, scenario=_parse_scenario(scenario)
+    )
     _check_positive("--jobs", jobs)
+    if half_life is not None and not (math.isfinite(half_life) and half_life > 0):
+        raise typer.BadParameter(
+            f"{half_life} is invalid; give a positive number of feedback events.",
+            param_hint="--half-life",
+        )
+    policy_factory = functools.partial(make_policy, half_life=half_life)
 
     try:
         log, log_name, inputs = _load_log(log_path, prices, synthetic_prompts)
@@ -303,14 +332,24 @@ def replay_command(
         _check_writable(out_dir)
         _check_policy_names(settings.policies, log)
         settings.controls.check_models(log.catalog)
+        settings.scenario.validate(log.catalog)
         contexts, encoder_inputs = _build_contexts(
             log, encoder_model, cache_dir, progress
         )
-        result = replay(log, contexts, settings, progress=progress, jobs=jobs)
+        result = replay(
+            log,
+            contexts,
+            settings,
+            progress=progress,
+            jobs=jobs,
+            policy_factory=policy_factory,
+        )
     except BanditRouteError as error:
         typer.echo(f"Error: {error}", err=True)
         raise typer.Exit(USAGE_ERROR_EXIT_CODE) from error
 
+    if half_life is not None:
+        inputs["thompson half-life"] = f"{half_life:g} feedback events"
     result = dataclasses.replace(result, inputs={**inputs, **encoder_inputs})
     try:
         write_report(result, out_dir, title=f"Replay of {log_name}")
@@ -370,6 +409,15 @@ def _parse_policies(text: str) -> tuple[str, ...]:
             param_hint="--policies",
         )
     return names
+
+
+def _parse_scenario(text: str) -> Scenario:
+    try:
+        return parse_scenario(text)
+    except ConfigError as error:
+        raise typer.BadParameter(
+            f"{error} Scenarios: {', '.join(SCENARIO_KINDS)}.", param_hint="--scenario"
+        ) from error
 
 
 def _parse_cost_weights(text: str) -> tuple[float, ...]:

@@ -106,7 +106,9 @@ class ControlState:
         if self.health is not None:
             # The probe count follows answered probes, which are events; routed
             # probes are limited by each process's ProbeBudget.
-            routed_at = event.received_at if event.routed_at is None else event.routed_at
+            routed_at = event.routed_at
+            if routed_at is None:
+                routed_at = event.received_at
             self.health.record_route(model, routed_at)
             self.health.record_outcome(
                 model, event.error, event.received_at, routed_at=routed_at

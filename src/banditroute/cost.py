@@ -27,6 +27,8 @@ class CostModel:
         prior_weight: float = 1.0,
     ) -> None:
         self.catalog = catalog
+        self.prior_output_tokens = prior_output_tokens
+        self.prior_weight = prior_weight
         self.token_sum = np.full(len(catalog), prior_output_tokens * prior_weight)
         self.count = np.full(len(catalog), float(prior_weight))
 
@@ -43,6 +45,17 @@ class CostModel:
         """Add one reported output token count of ``model_index``."""
         self.token_sum[model_index] += output_tokens
         self.count[model_index] += 1.0
+
+    def add_model(self) -> int:
+        """Append the prior output length of a model just added to the catalog.
+
+        Returns the new model's index, which must match its catalog index.
+        """
+        self.token_sum = np.append(
+            self.token_sum, self.prior_output_tokens * self.prior_weight
+        )
+        self.count = np.append(self.count, float(self.prior_weight))
+        return len(self.count) - 1
 
     def fit(self, output_tokens: np.ndarray) -> None:
         """Add output token counts, one row per request; NaN entries are skipped."""

@@ -11,6 +11,15 @@ feedback. ``covariance_k`` is the inverse of the precision matrix
 updates, so scoring a context costs O(K d^2) with no factorization per request.
 Round-off drift is bounded by re-computing the covariance from the precision through a
 Cholesky factorization every ``refresh_interval`` updates of a model.
+
+With a ``half_life``, old feedback is forgotten: an observation's weight halves with
+every ``half_life`` feedback events applied after it (counting the events of all
+models, so a model that stops being chosen still forgets). Only the data part of the
+precision, X'y, y'y and the noise shape is discounted, and the prior is kept, so the
+covariance never exceeds the prior covariance in any direction. The discount is
+applied exactly, observation by observation, whenever a model's covariance is
+re-computed. Between two re-computations, the observations since the last one count
+with weight 1 and the older ones keep their weight from then.
 """
 
 from __future__ import annotations
@@ -19,8 +28,13 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.linalg.blas import get_blas_funcs
+from scipy.linalg.lapack import get_lapack_funcs
 
 DEFAULT_REFRESH_INTERVAL = 1000
+
+FORGETTING_REFRESH_SHARE = 0.25
+"""With a half-life, covariances are re-computed (and discounted) at least every
+quarter half-life of events, so the weights lag the exact discount by at most that."""
 
 _STATE_ARRAYS = (
     "prior_mean",
@@ -31,6 +45,7 @@ _STATE_ARRAYS = (
     "scale",
     "sum_squared_quality",
     "n_observations",
+    "discounted_at",
 )
 
 
@@ -61,12 +76,37 @@ class PriorSettings:
 DEFAULT_PRIOR = PriorSettings()
 
 
+def discount_factor(half_life: float) -> float:
+    """Return the per-event weight factor that halves a weight every ``half_life``."""
+    if not (np.isfinite(half_life) and half_life > 0):
+        raise ValueError(
+            f"half_life={half_life!r} is invalid; give a positive number of events."
+        )
+    return float(0.5 ** (1.0 / half_life))
+
+
+def forgetting_refresh_interval(half_life: float, dimension: int) -> int:
+    """Return the refresh interval used with forgetting when none is given.
+
+    A quarter of the half-life, but at least ``dimension`` events, because each
+    refresh costs O(d^3) and so adds O(d^2) per event amortized only over at least d
+    events. At most ``DEFAULT_REFRESH_INTERVAL``.
+    """
+    quarter = int(half_life * FORGETTING_REFRESH_SHARE)
+    return min(DEFAULT_REFRESH_INTERVAL, max(dimension, quarter))
+
+
 class LinearPosteriors:
     """The posteriors of ``n_models`` independent Bayesian linear regressions.
 
     ``dtype`` is the float type of the kept covariance matrices, the one large array
     read on every decision. float32 halves the memory traffic of scoring, and the
     periodic refresh from the float64 precision bounds its round-off.
+
+    ``half_life`` (in feedback events of all models, None to keep all feedback) turns
+    on forgetting; see the module documentation. ``refresh_interval`` defaults to
+    ``DEFAULT_REFRESH_INTERVAL`` without forgetting and to
+    ``forgetting_refresh_interval`` with it.
     """
 
     def __init__(
@@ -75,9 +115,15 @@ class LinearPosteriors:
         dimension: int,
         prior: PriorSettings = DEFAULT_PRIOR,
         *,
-        refresh_interval: int = DEFAULT_REFRESH_INTERVAL,
+        refresh_interval: int | None = None,
+        half_life: float | None = None,
         dtype: type[np.floating] = np.float32,
     ) -> None:
+        self.discount = None if half_life is None else discount_factor(half_life)
+        if refresh_interval is None:
+            refresh_interval = DEFAULT_REFRESH_INTERVAL
+            if half_life is not None:
+                refresh_interval = forgetting_refresh_interval(half_life, dimension)
         if refresh_interval < 1:
             raise ValueError(
                 f"refresh_interval must be at least 1, got {refresh_interval}."
@@ -86,6 +132,7 @@ class LinearPosteriors:
         self.n_models = n_models
         self.dimension = dimension
         self.prior = prior
+        self.half_life = half_life
         self.refresh_interval = refresh_interval
 
         self.prior_precision = np.full(dimension, float(prior.weight_precision))
@@ -111,14 +158,34 @@ class LinearPosteriors:
         self.scale = np.full(n_models, prior.noise_shape * prior.noise_variance)
         self.sum_squared_quality = np.zeros(n_models)
         self.n_observations = np.zeros(n_models, dtype=np.int64)
+        self.clock = 0
+        """Feedback events applied by ``update`` (all models): the forgetting time."""
+        self.discounted_at = np.zeros(n_models, dtype=np.int64)
+        """``clock`` at each model's last discount (used only with a half-life)."""
 
-        # Contexts observed since each model's last refresh. The refresh adds them to
-        # the float64 precision in one matrix product instead of one rank-one update
-        # per observation.
-        self._pending = [
-            np.empty((refresh_interval, dimension)) for _ in range(n_models)
+        # Contexts observed since each model's last refresh, with their qualities and
+        # clock times. The refresh adds them to the float64 precision in one matrix
+        # product instead of one rank-one update per observation, and with
+        # forgetting weights each by its age.
+        self._pending = [self._empty_pending() for _ in range(n_models)]
+        self._pending_quality = [np.zeros(refresh_interval) for _ in range(n_models)]
+        self._pending_time = [
+            np.zeros(refresh_interval, dtype=np.int64) for _ in range(n_models)
         ]
         self._n_pending = np.zeros(n_models, dtype=np.int64)
+        self._factorize = get_lapack_funcs("potrf", dtype=np.float64)
+        self._invert_factor = get_lapack_funcs("potri", dtype=np.float64)
+
+    def _empty_pending(self) -> np.ndarray:
+        return np.empty((self.refresh_interval, self.dimension))
+
+    @property
+    def effective_observations(self) -> np.ndarray:
+        """Observations per model after discounting (the raw count without forgetting).
+
+        Pending observations count with weight 1 until the next refresh.
+        """
+        return 2.0 * (self.shape - self.prior.noise_shape)
 
     @property
     def noise_variance(self) -> np.ndarray:
@@ -195,15 +262,34 @@ class LinearPosteriors:
         self.quality_moment[k] += quality * context
         self.sum_squared_quality[k] += quality * quality
         self.n_observations[k] += 1
-        self._pending[k][self._n_pending[k]] = context
+        self.clock += 1
+        slot = self._n_pending[k]
+        self._pending[k][slot] = context
+        self._pending_quality[k][slot] = quality
+        self._pending_time[k][slot] = self.clock
         self._n_pending[k] += 1
         if self._n_pending[k] == self.refresh_interval:
             self.refresh(k)
+        if self.discount is not None and self.clock % self.refresh_interval == 0:
+            self._discount_stalest()
+
+    def _discount_stalest(self) -> None:
+        # Models that receive no feedback still forget: every refresh_interval events
+        # the model discounted longest ago is refreshed. With the refreshes of full
+        # pending buffers this is at most two O(d^3) refreshes per refresh_interval
+        # events, whatever the number of models.
+        stalest = int(np.argmin(self.discounted_at))
+        if self.clock - self.discounted_at[stalest] >= self.refresh_interval:
+            self.refresh(stalest)
 
     def fit(
         self, model_index: int, contexts: np.ndarray, qualities: np.ndarray
     ) -> None:
-        """Add many observations of one model at once (a warm start), then refresh."""
+        """Add many observations of one model at once (a warm start), then refresh.
+
+        The observations count as made now, with weight 1, and do not advance the
+        forgetting clock.
+        """
         self.refresh(model_index)
         contexts = np.asarray(contexts, dtype=np.float64)
         qualities = np.asarray(qualities, dtype=np.float64)
@@ -222,15 +308,57 @@ class LinearPosteriors:
             self.fit(model_index, contexts[observed], quality[observed, model_index])
 
     def refresh(self, model_index: int) -> None:
-        """Fold pending contexts into the precision and re-derive the covariance."""
+        """Fold pending contexts into the precision and re-derive the covariance.
+
+        With forgetting, also discount the model's data to the current clock.
+        """
         k = model_index
         n = self._n_pending[k]
-        if n == 0:
+        if self.discount is not None:
+            self._discount(k)
+        elif n == 0:
             return
-        pending = self._pending[k][:n]
-        self.precision[k] += pending.T @ pending
+        else:
+            pending = self._pending[k][:n]
+            self.precision[k] += pending.T @ pending
         self._n_pending[k] = 0
         self._refactorize(k)
+
+    def _discount(self, k: int) -> None:
+        """Weight model ``k``'s data by discount ** (events since it was observed).
+
+        The data folded in at the last discount are scaled by one factor, and each
+        pending observation gets its own weight from its clock time. The prior parts
+        of the precision, the noise shape and the scale stay as they are.
+        """
+        n = self._n_pending[k]
+        contexts = self._pending[k][:n]
+        qualities = self._pending_quality[k][:n]
+        weights = self.discount ** (self.clock - self._pending_time[k][:n])
+        decay = self.discount ** (self.clock - self.discounted_at[k])
+
+        # The recursive updates already added the pending observations with weight 1
+        # to the moments and the shape (but not to the precision), so take them out.
+        old_moment = self.quality_moment[k] - contexts.T @ qualities
+        old_squares = self.sum_squared_quality[k] - float(qualities @ qualities)
+        old_data_shape = self.shape[k] - self.prior.noise_shape - 0.5 * n
+
+        diagonal = np.diag_indices(self.dimension)
+        precision = self.precision[k]
+        precision[diagonal] -= self.prior_precision
+        precision *= decay
+        precision[diagonal] += self.prior_precision
+        precision += contexts.T @ (weights[:, None] * contexts)
+
+        self.quality_moment[k] = decay * old_moment + contexts.T @ (weights * qualities)
+        self.sum_squared_quality[k] = decay * old_squares + float(
+            weights @ (qualities * qualities)
+        )
+        self.shape[k] = (
+            self.prior.noise_shape + decay * old_data_shape + 0.5 * float(weights.sum())
+        )
+        self.discounted_at[k] = self.clock
+        self._mean_valid[k] = False
 
     def precision_matrix(self, model_index: int) -> np.ndarray:
         """Return the exact precision of ``model_index``, pending contexts included."""
@@ -238,27 +366,79 @@ class LinearPosteriors:
         pending = self._pending[model_index][:n]
         return self.precision[model_index] + pending.T @ pending
 
+    def add_model(self) -> int:
+        """Append one model with the prior as its posterior and return its index.
+
+        Its prior mean is the current shared prior mean, so after ``set_prior_mean``
+        with a pooled estimate, a new model starts from what the others have shown.
+        """
+        prior_precision = np.diag(self.prior_precision)
+        prior_covariance = np.diag(1.0 / self.prior_precision)
+        self.precision = np.concatenate([self.precision, prior_precision[None]])
+        self.covariance = np.concatenate(
+            [self.covariance, prior_covariance[None].astype(self.covariance.dtype)]
+        )
+        self.quality_moment = np.concatenate(
+            [self.quality_moment, np.zeros((1, self.dimension))]
+        )
+        self._mean = np.concatenate([self._mean, self.prior_mean[None]])
+        self._mean_valid = np.append(self._mean_valid, False)
+        self.shape = np.append(self.shape, self.prior.noise_shape)
+        self.scale = np.append(
+            self.scale, self.prior.noise_shape * self.prior.noise_variance
+        )
+        self.sum_squared_quality = np.append(self.sum_squared_quality, 0.0)
+        self.n_observations = np.append(self.n_observations, 0)
+        self.discounted_at = np.append(self.discounted_at, self.clock)
+
+        self._pending.append(self._empty_pending())
+        self._pending_quality.append(np.zeros(self.refresh_interval))
+        self._pending_time.append(np.zeros(self.refresh_interval, dtype=np.int64))
+        self._n_pending = np.append(self._n_pending, 0)
+        self.n_models += 1
+        return self.n_models - 1
+
     def snapshot(self) -> dict[str, np.ndarray]:
         """Return the whole state as named arrays (copies), for storage and restore."""
         state = {name: getattr(self, name).copy() for name in _STATE_ARRAYS}
+        state["clock"] = np.array(self.clock, dtype=np.int64)
         state["pending"] = np.stack(self._pending)
+        state["pending_quality"] = np.stack(self._pending_quality)
+        state["pending_time"] = np.stack(self._pending_time)
         state["n_pending"] = self._n_pending.copy()
         state["mean"] = self._mean.copy()
         state["mean_valid"] = self._mean_valid.copy()
         return state
 
     def restore(self, state: dict[str, np.ndarray]) -> None:
-        """Replace the state with one returned by ``snapshot`` of the same shape."""
+        """Replace the state with one returned by ``snapshot`` of the same shape.
+
+        Call ``add_model`` first for models the snapshot has beyond this instance's.
+        """
         expected = (self.n_models, self.dimension, self.dimension)
         if state["covariance"].shape != expected:
             raise ValueError(
                 f"Snapshot covariance has shape {state['covariance'].shape}, expected "
                 f"{expected}; restore only snapshots of the same catalog and features."
             )
+        pending_shape = (self.n_models, self.refresh_interval, self.dimension)
+        if state["pending"].shape != pending_shape:
+            raise ValueError(
+                f"Snapshot pending contexts have shape {state['pending'].shape}, "
+                f"expected {pending_shape}; restore with the same refresh_interval "
+                "and half_life as the snapshot was taken with."
+            )
         for name in _STATE_ARRAYS:
             current = getattr(self, name)
             setattr(self, name, np.asarray(state[name], dtype=current.dtype).copy())
+        self.clock = int(state["clock"])
         self._pending = [np.array(rows) for rows in state["pending"]]
+        self._pending_quality = [
+            np.array(rows, dtype=np.float64) for rows in state["pending_quality"]
+        ]
+        self._pending_time = [
+            np.array(rows, dtype=np.int64) for rows in state["pending_time"]
+        ]
         self._n_pending = np.asarray(state["n_pending"], dtype=np.int64).copy()
         self._prior_term = self.prior_precision * self.prior_mean
         # The kept means carry the rounding of their recursive updates. Restoring them
@@ -267,11 +447,23 @@ class LinearPosteriors:
         self._mean_valid = np.asarray(state["mean_valid"], dtype=bool).copy()
 
     def _refactorize(self, k: int) -> None:
-        # Covariance = L^-T L^-1 from the Cholesky factor L of the precision. It is
-        # symmetric positive definite whatever drift the rank-one updates had.
-        factor = np.linalg.cholesky(self.precision[k])
-        inverse_factor = np.linalg.inv(factor)
-        covariance = inverse_factor.T @ inverse_factor
+        # Covariance = L^-T L^-1 from the Cholesky factor L of the precision (LAPACK
+        # potrf then potri, a third of the work of a general inverse). It is symmetric
+        # positive definite whatever drift the rank-one updates had.
+        factor, info = self._factorize(self.precision[k], lower=True)
+        if info != 0:
+            raise np.linalg.LinAlgError(
+                f"The precision of model {k} is not positive definite (LAPACK potrf "
+                f"info {info}); its feedback contains non-finite values."
+            )
+        lower_inverse, info = self._invert_factor(factor, lower=True)
+        if info != 0:
+            raise np.linalg.LinAlgError(
+                f"Inverting the Cholesky factor of model {k} failed (LAPACK potri "
+                f"info {info})."
+            )
+        covariance = np.tril(lower_inverse)
+        covariance += np.tril(covariance, -1).T
         self.covariance[k] = covariance
         self._mean_valid[k] = False
 

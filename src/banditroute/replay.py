@@ -26,6 +26,13 @@ from banditroute.controls import ControlSettings, StreamControls
 from banditroute.errors import ConfigError, LogFormatError
 from banditroute.policies import make_policy
 from banditroute.policy import Policy, WarmStartData
+from banditroute.scenario import (
+    ARRIVAL,
+    Scenario,
+    StreamOutcomes,
+    scenario_catalog,
+    stream_outcomes,
+)
 
 if TYPE_CHECKING:
     from banditroute.routing_log import LoadReport, RoutingLog
@@ -81,6 +88,8 @@ class ReplaySettings:
     """Budget pacing, model health and rollout; by default all off. With a cost
     target, the pacer sets the weight of each decision, and ``cost_weights`` only
     define the reward the report measures."""
+    scenario: Scenario = Scenario()
+    """The change partway through each stream (none by default)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "policies", tuple(self.policies))
@@ -89,11 +98,23 @@ class ReplaySettings:
         self._validate_policies()
         self._validate_cost_weights()
         self._validate_counts()
+        self._validate_scenario_controls()
 
         fraction = self.warm_start_fraction
         if not (math.isfinite(fraction) and 0.0 <= fraction < 1.0):
             raise ConfigError(
                 f"warm_start_fraction={fraction!r} is invalid; give a share in [0, 1)."
+            )
+
+    def _validate_scenario_controls(self) -> None:
+        # Health checks and rollout keep one entry per model of the log's catalog,
+        # so they cannot follow a model that joins partway through.
+        controls = self.controls
+        uses_models = controls.health is not None or controls.rollout_share is not None
+        if self.scenario.kind == ARRIVAL and uses_models:
+            raise ConfigError(
+                "The arrival scenario cannot be combined with health checks or a "
+                "rollout; replay them separately."
             )
 
     def _validate_policies(self) -> None:
@@ -301,6 +322,7 @@ class _ReplayData:
     cost_usd: np.ndarray
     output_tokens: np.ndarray
     policy_factory: PolicyFactory
+    scenario: Scenario = Scenario()
 
 
 @dataclass(frozen=True)
@@ -350,10 +372,15 @@ def replay(
             len(log),
         )
 
+    settings.scenario.validate(log.catalog)
     _check_policy_names(
         settings.policies, log.catalog, contexts.shape[1], policy_factory
     )
     settings.controls.check_models(log.catalog)
+    if settings.scenario.kind == ARRIVAL:
+        _check_can_add_models(
+            settings.policies, log.catalog, contexts.shape[1], policy_factory
+        )
 
     splits = [_split_seed(evaluable, seed, settings) for seed in range(settings.seeds)]
     tasks = _run_tasks(settings, splits)
@@ -365,6 +392,7 @@ def replay(
         cost_usd=np.asarray(log.cost_usd, dtype=float),
         output_tokens=np.asarray(log.output_tokens, dtype=float),
         policy_factory=policy_factory,
+        scenario=settings.scenario,
     )
 
     logger.info(
@@ -420,6 +448,23 @@ def _check_policy_names(
     """Build each policy once so that an unknown name fails before any run starts."""
     for name in policies:
         policy_factory(name, catalog, dimension, np.random.default_rng(0))
+
+
+def _check_can_add_models(
+    policies: Iterable[str],
+    catalog: Catalog,
+    dimension: int,
+    policy_factory: PolicyFactory,
+) -> None:
+    for name in policies:
+        policy = policy_factory(
+            name, catalog.copy(), dimension, np.random.default_rng(0)
+        )
+        if not hasattr(policy, "add_model"):
+            raise ConfigError(
+                f"Policy {name!r} cannot add models at run time, which the arrival "
+                "scenario needs; replay it with thompson only."
+            )
 
 
 def _split_seed(
@@ -519,9 +564,23 @@ def _run(data: _ReplayData, task: _RunTask, *, show_steps: bool) -> RunTrace:
     dimension = data.contexts.shape[1]
 
     with threadpool_limits(limits=1):
-        policy = data.policy_factory(task.policy, data.catalog, dimension, rng)
+        # A copy, because policies that add models at run time extend their catalog.
+        catalog = data.catalog.copy()
+        policy = data.policy_factory(task.policy, catalog, dimension, rng)
         _warm_start(policy, data, task.split.warm_rows)
-        return _stream(policy, data, task, show_steps=show_steps)
+        outcomes = _stream_outcomes(data, task.split.stream_rows)
+        return _stream(policy, data, task, outcomes, show_steps=show_steps)
+
+
+def _stream_outcomes(data: _ReplayData, rows: np.ndarray) -> StreamOutcomes:
+    return stream_outcomes(
+        data.scenario,
+        data.catalog,
+        data.quality[rows],
+        data.cost_usd[rows],
+        data.output_tokens[rows],
+        data.input_tokens[rows],
+    )
 
 
 def _warm_start(policy: Policy, data: _ReplayData, rows: np.ndarray) -> None:
@@ -539,10 +598,14 @@ def _warm_start(policy: Policy, data: _ReplayData, rows: np.ndarray) -> None:
 
 
 def _stream(
-    policy: Policy, data: _ReplayData, task: _RunTask, *, show_steps: bool
+    policy: Policy,
+    data: _ReplayData,
+    task: _RunTask,
+    outcomes: StreamOutcomes,
+    *,
+    show_steps: bool,
 ) -> RunTrace:
     rows = task.split.stream_rows
-    n_models = len(data.catalog)
     chosen = np.empty(len(rows), dtype=np.int64)
     propensity = np.empty(len(rows))
 
@@ -556,6 +619,9 @@ def _stream(
     controls = StreamControls(task.controls, data.catalog, len(rows), task.split.seed)
     failed = np.zeros(len(rows), dtype=bool)
     for step, row in enumerate(steps):
+        if outcomes.added_model is not None and step == outcomes.change_step:
+            policy.add_model(outcomes.added_model)  # type: ignore[attr-defined]
+        n_models = len(policy.catalog)
         context = data.contexts[row]
         allowed = controls.allowed(step)
         model = controls.default_choice(step, allowed)
@@ -581,19 +647,21 @@ def _stream(
             policy.update(model, context, 0.0, None)
             controls.record(step, model, 0.0, error=True)
         else:
-            output_tokens = data.output_tokens[row, model]
+            output_tokens = outcomes.output_tokens[step, model]
             policy.update(
                 model,
                 context,
-                float(data.quality[row, model]),
+                float(outcomes.quality[step, model]),
                 float(output_tokens) if np.isfinite(output_tokens) else None,
             )
-            controls.record(step, model, float(data.cost_usd[row, model]), error=False)
+            step_cost = float(outcomes.cost_usd[step, model])
+            controls.record(step, model, step_cost, error=False)
         chosen[step] = model
         propensity[step] = step_propensity
 
-    quality = np.where(failed, 0.0, data.quality[rows, chosen])
-    cost = np.where(failed, 0.0, data.cost_usd[rows, chosen])
+    steps_index = np.arange(len(rows))
+    quality = np.where(failed, 0.0, outcomes.quality[steps_index, chosen])
+    cost = np.where(failed, 0.0, outcomes.cost_usd[steps_index, chosen])
     return RunTrace(
         policy=task.policy,
         cost_weight=task.cost_weight,
@@ -659,13 +727,14 @@ def gap_recovered(reward: float, best_single: float, oracle: float) -> float:
 def _stream_baselines(
     data: _ReplayData, split: _SeedSplit, cost_weight: float
 ) -> StreamBaselines:
-    rows = split.stream_rows
-    tail = rows[len(rows) - last_fifth_size(len(rows)) :]
+    outcomes = _stream_outcomes(data, split.stream_rows)
+    quality, cost = outcomes.quality, outcomes.cost_usd
+    tail = slice(len(quality) - last_fifth_size(len(quality)), None)
     return StreamBaselines(
         cost_weight=cost_weight,
         seed=split.seed,
-        whole=hindsight(data.quality[rows], data.cost_usd[rows], cost_weight),
-        last_fifth=hindsight(data.quality[tail], data.cost_usd[tail], cost_weight),
+        whole=hindsight(quality, cost, cost_weight),
+        last_fifth=hindsight(quality[tail], cost[tail], cost_weight),
     )
 
 
@@ -796,7 +865,7 @@ def _assemble_result(
     traces: list[RunTrace],
     excluded: int,
 ) -> ReplayResult:
-    model_names = tuple(data.catalog.names)
+    model_names = tuple(scenario_catalog(data.scenario, data.catalog).names)
     n_stream = len(splits[0].stream_rows)
     edges = window_edges(n_stream, settings.curve_points)
 

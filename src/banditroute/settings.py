@@ -102,6 +102,9 @@ class ServiceSettings(BaseSettings):
     cost_weight: float = Field(0.0, ge=0, allow_inf_nan=False)
     """Default quality points a caller gives up to save one USD of expected cost."""
     prior: PriorConfig = Field(default_factory=PriorConfig)
+    half_life: float | None = Field(None, gt=0, allow_inf_nan=False)
+    """Feedback events (of all models) after which a feedback's weight in the
+    posterior halves, for quality that drifts; None keeps all feedback."""
     features: FeatureConfig = Field(default_factory=FeatureConfig)
 
     redis_url: str | None = None
@@ -175,11 +178,14 @@ class ServiceSettings(BaseSettings):
         a posterior of another shape. Prices are left out because they change the cost
         of a choice but not what the posterior learned.
         """
-        identity = {
+        identity: dict[str, object] = {
             "encoder": self.encoder_model,
             "features": self.features.model_dump(),
             "prior": self.prior.model_dump(),
         }
+        # Added only when set, so that namespaces without forgetting stay as before.
+        if self.half_life is not None:
+            identity["half_life"] = self.half_life
         return store_namespace(
             self.build_catalog(),
             feature_dimension,

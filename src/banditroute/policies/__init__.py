@@ -53,11 +53,18 @@ def available_policies(catalog: Catalog) -> list[str]:
 
 
 def make_policy(
-    name: str, catalog: Catalog, dimension: int, rng: np.random.Generator
+    name: str,
+    catalog: Catalog,
+    dimension: int,
+    rng: np.random.Generator,
+    *,
+    half_life: float | None = None,
 ) -> Policy:
     """Build the policy called ``name`` with its default settings.
 
     ``dimension`` is the length of the context vectors the policy will see.
+    ``half_life`` (feedback events) makes contextual Thompson sampling forget old
+    feedback; the other policies do not forget and ignore it.
     """
     if name.startswith(FIXED_PREFIX):
         model = name.removeprefix(FIXED_PREFIX)
@@ -69,7 +76,9 @@ def make_policy(
         return FixedModel(catalog, rng, model)
 
     builders = {
-        "thompson": lambda: ContextualThompsonSampling(catalog, dimension, rng),
+        "thompson": lambda: ContextualThompsonSampling(
+            catalog, dimension, rng, half_life=half_life
+        ),
         "linucb": lambda: LinUCB(catalog, dimension, rng),
         "epsilon-greedy": lambda: EpsilonGreedy(catalog, dimension, rng),
         "thompson-noncontextual": lambda: BetaThompsonSampling(catalog, rng),

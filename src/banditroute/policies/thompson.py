@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from banditroute.catalog import Catalog
+from banditroute.catalog import Catalog, ModelSpec
+from banditroute.errors import ConfigError
 from banditroute.policy import (
     Decision,
     Policy,
@@ -23,7 +24,17 @@ Exact Thompson sampling (1.0) keeps exploring along embedding directions that th
 feedback cannot resolve, because their prior variance never shrinks. On the multitask
 routing log (10 seeds from scratch), 0.5 beat 1.0 (which stayed below the best single
 model) and 0.3 (which sometimes settled on a poor model early). After a warm start,
-0.3 to 0.4 did slightly better than 0.5."""
+0.3 to 0.4 did slightly better than 0.5. Exploration from the learned noise variance
+alone (1.0) was also worse on both real logs at cost weight 0 and above: from
+scratch over 5 seeds, its gap recovered over the whole stream was 0.07 to 0.13 lower
+on the multitask log and 0.07 to 0.25 lower on AlpacaEval (``experiments/noise.py``).
+"""
+
+DEFAULT_PROBE_SHARE = 0.2
+"""Share of decisions that go to models added at run time while they are probed."""
+
+DEFAULT_PROBE_OBSERVATIONS = 200
+"""Feedback events a model added at run time receives before its probing ends."""
 
 NORMAL_APPROXIMATION_DEGREES = 30.0
 """Above this many degrees of freedom a Student-t draw is replaced by a normal one: the
@@ -48,6 +59,21 @@ class ContextualThompsonSampling(Policy):
     ``exploration`` scales the sampled standard deviation (see
     ``DEFAULT_EXPLORATION``). With ``noise_variance`` set, the noise variance is fixed
     to it and the draw is normal instead of learned from the feedback.
+
+    ``half_life`` (feedback events, None to keep everything) makes every model's
+    regression and the pooled one forget old feedback, for quality that drifts. Both
+    count time in feedback events of all models.
+
+    ``add_model`` appends a model at run time. Its regression starts at the prior: the
+    pooled mean (what the other models have shown about each prompt) with the full
+    prior covariance. It is also probed: it takes ``probe_share`` of the decisions it
+    is allowed for, whatever its sampled quality, until it has
+    ``probe_observations`` feedback events. Without probes, a new model's context
+    weights start at zero against the learned ones of the models it competes with,
+    so it can lose most prompts before its feedback could show that it is better.
+
+    ``disable_model`` masks a model out of decisions, keeps its state and still
+    learns from its feedback.
     """
 
     name = "thompson"
@@ -63,16 +89,29 @@ class ContextualThompsonSampling(Policy):
         propensity_draws: int = DEFAULT_PROPENSITY_DRAWS,
         pooled_prior: bool = True,
         exploration: float = DEFAULT_EXPLORATION,
+        half_life: float | None = None,
+        probe_share: float = DEFAULT_PROBE_SHARE,
+        probe_observations: int = DEFAULT_PROBE_OBSERVATIONS,
         dtype: type[np.floating] = np.float32,
     ) -> None:
+        if not 0.0 <= probe_share <= 1.0:
+            raise ConfigError(f"probe_share={probe_share!r} is invalid; give 0 to 1.")
         super().__init__(catalog, rng)
-        self.posteriors = LinearPosteriors(len(catalog), dimension, prior, dtype=dtype)
+        self.posteriors = LinearPosteriors(
+            len(catalog), dimension, prior, half_life=half_life, dtype=dtype
+        )
         self.pooled = None
         if pooled_prior:
-            self.pooled = LinearPosteriors(1, dimension, prior, dtype=dtype)
+            self.pooled = LinearPosteriors(
+                1, dimension, prior, half_life=half_life, dtype=dtype
+            )
         self.noise_variance = noise_variance
         self.exploration = exploration
         self.propensity_draws = propensity_draws
+        self.probe_share = probe_share
+        self.probe_observations = probe_observations
+        self.probe_until = np.zeros(len(catalog), dtype=np.int64)
+        """Per model, the feedback count below which it is probed (0: never)."""
         self._last_projection: tuple[np.ndarray, int, np.ndarray] | None = None
 
     def decide(
@@ -82,7 +121,12 @@ class ContextualThompsonSampling(Policy):
         cost_weight: float,
         allowed: np.ndarray | None = None,
     ) -> Decision:
-        allowed = allowed_mask(allowed, self.n_models)
+        allowed = allowed_mask(allowed, self.n_models) & self.catalog.enabled
+        if not allowed.any():
+            raise ConfigError(
+                "Every model allowed for this request is disabled; allow an enabled "
+                f"model (enabled: {self._enabled_names()})."
+            )
         means, spread, covariance_x = self.posteriors.project(context)
         n_observed = int(self.posteriors.n_observations.sum())
         self._last_projection = (context, n_observed, covariance_x)
@@ -97,7 +141,21 @@ class ContextualThompsonSampling(Policy):
         draws = self._sample_quality(means, spread, rows=1 + self.propensity_draws)
         scores = np.where(allowed, draws[0] - penalty, -np.inf)
         chosen = argmax_random_tie(scores, allowed, self.rng)
-        propensity = self._propensity(chosen, draws, penalty, allowed)
+        probed = np.flatnonzero(
+            allowed & (self.posteriors.n_observations < self.probe_until)
+        )
+        if len(probed) == 0:
+            propensity = self._propensity(chosen, draws, penalty, allowed)
+            return Decision(chosen, propensity, expected_cost, scores)
+
+        # A model added at run time gets probe_share of the decisions, whatever its
+        # sampled quality, until it has probe_observations feedback events. The
+        # propensity mixes the probe and the Thompson choice.
+        if self.rng.random() < self.probe_share:
+            chosen = int(self.rng.choice(probed))
+        sampled = self._propensity(chosen, draws, penalty, allowed)
+        probe = self.probe_share * float(chosen in probed) / len(probed)
+        propensity = (1.0 - self.probe_share) * sampled + probe
         return Decision(chosen, propensity, expected_cost, scores)
 
     def update_quality(
@@ -125,9 +183,47 @@ class ContextualThompsonSampling(Policy):
 
         self.posteriors.fit_table(history.contexts, history.quality)
 
+    def add_model(self, model: ModelSpec) -> int:
+        """Append ``model`` to the catalog with a prior posterior; return its index."""
+        index = self.catalog.add(model)
+        self.cost_model.add_model()
+        self.posteriors.add_model()
+        self.probe_until = np.append(self.probe_until, self.probe_observations)
+        self._last_projection = None
+        return index
+
+    def disable_model(self, name: str) -> int:
+        """Mask the model called ``name`` out of decisions; return its index."""
+        return self.catalog.disable(name)
+
+    def enable_model(self, name: str) -> int:
+        """Let decisions choose the model called ``name`` again; return its index."""
+        return self.catalog.enable(name)
+
+    def _enabled_names(self) -> list[str]:
+        names = np.array(self.catalog.names)
+        return names[self.catalog.enabled].tolist()
+
     def snapshot(self) -> dict[str, np.ndarray]:
-        """Return the learned state as named arrays, restorable with ``restore``."""
-        state = {f"cost.{k}": v for k, v in self.cost_model.snapshot().items()}
+        """Return the learned state as named arrays, restorable with ``restore``.
+
+        The catalog (names, prices and enabled mask) is part of it, so a snapshot
+        taken after ``add_model`` restores into a policy built with the original
+        catalog.
+        """
+        catalog = self.catalog
+        state = {
+            "catalog.names": np.array(catalog.names),
+            "catalog.input_usd_per_mtok": np.array(
+                [model.input_usd_per_mtok for model in catalog.models]
+            ),
+            "catalog.output_usd_per_mtok": np.array(
+                [model.output_usd_per_mtok for model in catalog.models]
+            ),
+            "catalog.enabled": catalog.enabled.copy(),
+            "catalog.probe_until": self.probe_until.copy(),
+        }
+        state.update({f"cost.{k}": v for k, v in self.cost_model.snapshot().items()})
         state.update({f"models.{k}": v for k, v in self.posteriors.snapshot().items()})
         if self.pooled is not None:
             state.update({f"pooled.{k}": v for k, v in self.pooled.snapshot().items()})
@@ -136,6 +232,7 @@ class ContextualThompsonSampling(Policy):
     def restore(self, state: dict[str, np.ndarray]) -> None:
         """Replace the learned state with one returned by ``snapshot``."""
         parts: dict[str, dict[str, np.ndarray]] = {
+            "catalog": {},
             "cost": {},
             "models": {},
             "pooled": {},
@@ -143,11 +240,34 @@ class ContextualThompsonSampling(Policy):
         for key, value in state.items():
             part, name = key.split(".", 1)
             parts[part][name] = value
+        self._restore_catalog(parts["catalog"])
         self.cost_model.restore(parts["cost"])
         self.posteriors.restore(parts["models"])
         if self.pooled is not None:
             self.pooled.restore(parts["pooled"])
         self._last_projection = None
+
+    def _restore_catalog(self, state: dict[str, np.ndarray]) -> None:
+        """Add the snapshot's models beyond this catalog and copy its enabled mask."""
+        names = [str(name) for name in state["names"]]
+        current = list(self.catalog.names)
+        if names[: len(current)] != current:
+            raise ValueError(
+                f"The snapshot's catalog {names} does not start with this policy's "
+                f"catalog {current}; restore into a policy built with the catalog "
+                "the snapshot started from."
+            )
+
+        for index in range(len(current), len(names)):
+            self.add_model(
+                ModelSpec(
+                    name=names[index],
+                    input_usd_per_mtok=float(state["input_usd_per_mtok"][index]),
+                    output_usd_per_mtok=float(state["output_usd_per_mtok"][index]),
+                )
+            )
+        self.catalog.enabled[:] = np.asarray(state["enabled"], dtype=bool)
+        self.probe_until = np.asarray(state["probe_until"], dtype=np.int64).copy()
 
     def _sample_quality(
         self, means: np.ndarray, spread: np.ndarray, rows: int
