@@ -29,8 +29,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from banditroute.admin import add_admin_endpoints
 from banditroute.batcher import EncodingBatcher
 from banditroute.catalog import Catalog
+from banditroute.control_state import ControlState
 from banditroute.encoder import Encoder
 from banditroute.errors import BanditRouteError, EmptyPromptError, UnknownModelError
 from banditroute.events import DecisionRecord, new_decision_id
@@ -45,6 +47,7 @@ from banditroute.json_body import StrictJSONRoute
 from banditroute.metrics import ServiceMetrics, mark_process_dead
 from banditroute.policies.thompson import ContextualThompsonSampling
 from banditroute.replica import PosteriorReplica
+from banditroute.routing import Router, RoutingRequest
 from banditroute.schemas import (
     ERROR_RESPONSES,
     ErrorResponse,
@@ -167,6 +170,8 @@ class Service:
     batcher: EncodingBatcher
     recorder: FeedbackRecorder
     metrics: ServiceMetrics
+    controls: ControlState
+    router: Router
     clock: Callable[[], float]
     started_at: float
     stats: ProcessStats = field(default_factory=ProcessStats)
@@ -234,8 +239,17 @@ async def start_service(
         store = _open_store(settings, features.dimension)
 
     metrics = ServiceMetrics()
-    replica = PosteriorReplica(policy, store, snapshot_every=settings.snapshot_every)
+    controls = settings.build_controls(catalog)
+    replica = PosteriorReplica(
+        policy, store, snapshot_every=settings.snapshot_every, controls=controls
+    )
     await replica.start()
+    router = Router(
+        controls,
+        default_cost_weight=settings.cost_weight,
+        probe_requests=settings.health.probe_requests,
+        rng=np.random.default_rng(_router_seed(settings.seed)),
+    )
 
     batcher = EncodingBatcher(
         encoder,
@@ -259,6 +273,8 @@ async def start_service(
         batcher=batcher,
         recorder=recorder,
         metrics=metrics,
+        controls=controls,
+        router=router,
         clock=clock,
         started_at=clock(),
     )
@@ -266,6 +282,11 @@ async def start_service(
     _freeze_startup_objects()
     _log_start(service)
     return service
+
+
+def _router_seed(seed: int | None) -> list[int] | None:
+    # A seed of its own, so that rollout draws do not change the policy's draws.
+    return None if seed is None else [seed, 1]
 
 
 def _freeze_startup_objects() -> None:
@@ -421,6 +442,7 @@ def create_app(
 
     _add_routing_endpoints(app)
     _add_status_endpoints(app)
+    add_admin_endpoints(app)
     return app
 
 
@@ -449,43 +471,44 @@ def _add_routing_endpoints(app: FastAPI) -> None:
 async def route_request(service: Service, body: RouteRequest) -> RouteResponse:
     """Embed the prompt, choose a model and store the decision record."""
     text = _prompt_text(body, service.settings.max_prompt_chars)
-    allowed = _allowed_mask(service.catalog, body.allowed_models)
-    cost_weight = (
-        service.settings.cost_weight if body.cost_weight is None else body.cost_weight
+    encoded = await service.batcher.encode(text)
+    request = RoutingRequest(
+        context=_build_context(service.features, encoded.vector, body.metadata),
+        input_tokens=encoded.token_count,
+        allowed_models=body.allowed_models,
+        cost_weight=body.cost_weight,
+        max_cost_usd=body.max_cost_usd,
     )
 
-    encoded = await service.batcher.encode(text)
-    context = _build_context(service.features, encoded.vector, body.metadata)
-    input_tokens = encoded.token_count
-    if body.max_cost_usd is not None:
-        allowed = _within_budget(service, allowed, input_tokens, body.max_cost_usd)
-
-    decision = await service.replica.choose(context, input_tokens, cost_weight, allowed)
-    model = service.catalog.names[decision.model_index]
-    expected_cost = float(decision.expected_cost_usd[decision.model_index])
     now = service.clock()
+    choice = await service.replica.run_locked(
+        lambda policy: service.router.choose(policy, request, now)
+    )
     record = DecisionRecord(
         decision_id=new_decision_id(now),
-        model=model,
-        context=context,
-        input_tokens=input_tokens,
-        propensity=decision.propensity,
-        cost_weight=cost_weight,
-        expected_cost_usd=expected_cost,
+        model=choice.model,
+        context=request.context,
+        input_tokens=request.input_tokens,
+        propensity=choice.propensity,
+        cost_weight=choice.cost_weight,
+        expected_cost_usd=choice.expected_cost_usd,
         created_at=now,
         posterior_version=service.replica.applied_events,
+        group=choice.group,
     )
     degraded = not await _store_decision(service, record)
 
-    _count_decision(service, model, expected_cost, degraded)
+    _count_decision(service, choice.model, choice.expected_cost_usd, degraded)
     return RouteResponse(
         decision_id=record.decision_id,
-        model=model,
-        expected_cost_usd=expected_cost,
-        propensity=decision.propensity,
+        model=choice.model,
+        expected_cost_usd=choice.expected_cost_usd,
+        propensity=choice.propensity,
         truncated=encoded.truncated,
         posterior_version=record.posterior_version,
         degraded=degraded,
+        cost_weight=choice.cost_weight,
+        rollout_group=choice.group,
     )
 
 
@@ -529,28 +552,6 @@ def _prompt_text(body: RouteRequest, max_chars: int) -> str:
     return text
 
 
-def _allowed_mask(catalog: Catalog, names: list[str] | None) -> np.ndarray | None:
-    if names is None:
-        return None
-
-    if not names:
-        raise InvalidFieldError(
-            "allowed_models is empty; list at least one model or leave it out.",
-            field="allowed_models",
-            value=names,
-        )
-
-    for name in names:
-        if name not in catalog:
-            raise InvalidFieldError(
-                f"allowed_models names {name!r}, which is not in the catalog; known "
-                f"models: {list(catalog.names)}.",
-                field="allowed_models",
-                value=name,
-            )
-    return catalog.mask(names)
-
-
 def _build_context(
     features: FeatureBuilder, vector: np.ndarray, metadata: dict[str, Any] | None
 ) -> np.ndarray:
@@ -576,27 +577,6 @@ def _build_context(
         raise InvalidFieldError(
             str(error), field="metadata", value=_json_value(metadata)
         ) from error
-
-
-def _within_budget(
-    service: Service, allowed: np.ndarray | None, input_tokens: int, max_cost: float
-) -> np.ndarray:
-    expected = service.policy.cost_model.expected_cost(input_tokens)
-    candidates = (
-        np.ones(len(service.catalog), dtype=bool) if allowed is None else allowed
-    )
-    within = candidates & (expected <= max_cost)
-    if within.any():
-        return within
-
-    cheapest = float(expected[candidates].min())
-    raise InvalidFieldError(
-        f"max_cost_usd {max_cost:g} is below the expected cost of every allowed model "
-        f"(the cheapest is {cheapest:.3g} USD for this prompt); raise it or allow "
-        "cheaper models.",
-        field="max_cost_usd",
-        value=max_cost,
-    )
 
 
 async def _store_decision(service: Service, record: DecisionRecord) -> bool:
@@ -729,13 +709,16 @@ def model_statistics(service: Service) -> list[dict[str, Any]]:
         quality_sums = posteriors.quality_moment[:, 0].copy()
         output_tokens = policy.cost_model.expected_output_tokens.copy()
         noise_variance = posteriors.noise_variance.copy()
+        specs = list(policy.catalog)
+        enabled = policy.catalog.enabled.copy()
 
     rows = []
-    for index, spec in enumerate(service.catalog):
+    for index, spec in enumerate(specs):
         count = int(observations[index])
         rows.append(
             {
                 "name": spec.name,
+                "enabled": bool(enabled[index]),
                 "input_usd_per_mtok": spec.input_usd_per_mtok,
                 "output_usd_per_mtok": spec.output_usd_per_mtok,
                 "observations": count,
@@ -759,6 +742,9 @@ def service_statistics(service: Service, *, include_digest: bool) -> dict[str, A
     with replica.reading() as policy:
         observations = int(policy.posteriors.n_observations.sum())
         quality_total = float(policy.posteriors.quality_moment[:, 0].sum())
+        controls = service.controls.describe(
+            service.clock(), service.settings.cost_weight
+        )
 
     result: dict[str, Any] = {
         "process_id": os.getpid(),
@@ -792,6 +778,7 @@ def service_statistics(service: Service, *, include_digest: bool) -> dict[str, A
             "caught_up": replica.caught_up,
             "store_available": replica.store_available,
         },
+        "controls": controls,
         "encoder": {
             "batches": service.batcher.batches,
             "mean_batch_size": service.batcher.mean_batch_size,

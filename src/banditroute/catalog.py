@@ -100,6 +100,10 @@ class Catalog:
         self.enabled[index] = True
         return index
 
+    def enabled_names(self) -> list[str]:
+        """Return the names of the models that routing decisions may choose."""
+        return [name for name, on in zip(self.names, self.enabled, strict=True) if on]
+
     def copy(self) -> Catalog:
         """Return an independent catalog with the same models and enabled mask."""
         copied = Catalog(self.models)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,9 +45,9 @@ class ControlState:
     """The budget pacer, the model breakers and the rollout of one routing service.
 
     ``cost_target_usd`` is the initial target mean cost per request (None: the cost
-    weight stays fixed), ``health`` the breaker settings (None: no model is ever
-    cooled down) and ``rollout`` the initial rollout (None: the bandit routes every
-    request).
+    weight stays fixed), ``pacer_options`` further ``BudgetPacer`` arguments,
+    ``health`` the breaker settings (None: no model is ever cooled down) and
+    ``rollout`` the initial rollout (None: the bandit routes every request).
     """
 
     def __init__(
@@ -54,10 +55,12 @@ class ControlState:
         catalog: Catalog,
         *,
         cost_target_usd: float | None = None,
+        pacer_options: Mapping[str, float] | None = None,
         health: HealthSettings | None = None,
         rollout: RolloutSetting | None = None,
     ) -> None:
         self.catalog = catalog
+        self.pacer_options = dict(pacer_options or {})
         self.health_settings = health
         self.health = ModelHealth(len(catalog), health) if health else None
         self.pacer: BudgetPacer | None = None
@@ -95,6 +98,11 @@ class ControlState:
         return self.catalog.names[self.default_model]
 
     # Events
+
+    def add_model(self) -> None:
+        """Follow a model appended to the catalog: give it a closed breaker."""
+        if self.health is not None:
+            self.health.add_model()
 
     def observe_feedback(
         self, event: FeedbackEvent, model: int, cost_usd: float | None
@@ -139,8 +147,11 @@ class ControlState:
             self.pacer = None
             return
 
+        # A new target keeps the current weight as its starting point.
         weight = None if self.pacer is None else self.pacer.weight
-        self.pacer = BudgetPacer(float(target), initial_weight=weight)
+        self.pacer = BudgetPacer(
+            float(target), initial_weight=weight, **self.pacer_options
+        )
 
     def _set_rollout(self, share: float, default_model: str) -> None:
         if not (math.isfinite(share) and 0.0 <= share <= 1.0):
@@ -215,7 +226,11 @@ class ControlState:
         if self.health is not None:
             state.update(_prefixed("health", self.health.snapshot()))
         if self.pacer is not None:
-            state["budget.target"] = np.array([self.pacer.target_cost_usd])
+            # The initial weight sets the pacer's weight bounds, so it is kept too.
+            pacer = self.pacer
+            state["budget.target"] = np.array(
+                [pacer.target_cost_usd, pacer.initial_weight]
+            )
             state.update(_prefixed("budget", self.pacer.snapshot()))
         return state
 
@@ -225,12 +240,18 @@ class ControlState:
         self.rollout_share, self.default_model = float(share), int(default_model)
         self.rollout_stats.restore(_unprefixed("rollout", state))
         if self.health is not None:
-            self.health.restore(_unprefixed("health", state))
+            health = _unprefixed("health", state)
+            while self.health.n_models < len(health["state"]):
+                self.health.add_model()
+            self.health.restore(health)
 
         if "budget.target" not in state:
             self.pacer = None
             return
-        self.pacer = BudgetPacer(float(state["budget.target"][0]))
+        target, initial_weight = state["budget.target"]
+        self.pacer = BudgetPacer(
+            float(target), initial_weight=float(initial_weight), **self.pacer_options
+        )
         self.pacer.restore(_unprefixed("budget", state))
 
 
@@ -250,7 +271,8 @@ class ProbeBudget:
     def allowed(self, half_open: np.ndarray, cooldown_ends: np.ndarray) -> np.ndarray:
         """Return the mask of half-open models this process may still probe."""
         mask = np.ones(len(half_open), dtype=bool)
-        for model in np.flatnonzero(half_open):
+        for index in np.flatnonzero(half_open):
+            model = int(index)
             period = float(cooldown_ends[model])
             if self._period.get(model) != period:
                 self._period[model] = period

@@ -128,6 +128,18 @@ class ModelHealth:
         self.opened = np.zeros(n_models, dtype=np.int64)
         """Number of times each model's breaker opened."""
 
+    def add_model(self) -> int:
+        """Append a breaker for a model added to the catalog; return its index.
+
+        The new breaker starts closed, with no errors counted.
+        """
+        appended = ModelHealth(1, self.settings)
+        for name in self._STATE_FIELDS:
+            merged = np.concatenate([getattr(self, name), getattr(appended, name)])
+            setattr(self, name, merged)
+        self.n_models += 1
+        return self.n_models - 1
+
     # Reading
 
     def states(self, now: float) -> np.ndarray:

@@ -44,8 +44,10 @@ class StrictJSONRoute(APIRoute):
     def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
         handler = super().get_route_handler()
 
+        takes_body = self.body_field is not None
+
         async def parse_then_handle(request: Request) -> Response:
-            if request.method in ("POST", "PUT", "PATCH"):
+            if takes_body and request.method in ("POST", "PUT", "PATCH"):
                 await load_strict_json(request)
             return await handler(request)
 

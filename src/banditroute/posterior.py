@@ -331,6 +331,7 @@ class LinearPosteriors:
         pending observation gets its own weight from its clock time. The prior parts
         of the precision, the noise shape and the scale stay as they are.
         """
+        assert self.discount is not None
         n = self._n_pending[k]
         contexts = self._pending[k][:n]
         qualities = self._pending_quality[k][:n]

@@ -19,12 +19,15 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
+from banditroute.catalog import ModelSpec
+from banditroute.control_state import ControlState
 from banditroute.errors import BanditRouteError, ConfigError
-from banditroute.events import FeedbackEvent
+from banditroute.events import ControlEvent, FeedbackEvent, StreamEvent
+from banditroute.feedback import event_cost_usd
 from banditroute.policies.thompson import ContextualThompsonSampling
 from banditroute.policy import Decision
 from banditroute.store import (
@@ -38,12 +41,15 @@ from banditroute.store import (
 
 logger = logging.getLogger(__name__)
 
+Result = TypeVar("Result")
+
 SNAPSHOT_FORMAT = 2
 """Version of the snapshot encoding written by ``encode_state``."""
 
 _STOP_RETRY_SECONDS = 0.1
 
 _METADATA_KEY = "replica.metadata"
+_CONTROLS_PREFIX = "controls."
 _PENDING_SUFFIX = "pending"
 
 
@@ -88,6 +94,7 @@ class PosteriorReplica:
         retry_initial_seconds: float = 0.05,
         retry_max_seconds: float = 5.0,
         read_interval_seconds: float = 0.005,
+        controls: ControlState | None = None,
     ) -> None:
         for name, value in (
             ("snapshot_every", snapshot_every),
@@ -119,6 +126,8 @@ class PosteriorReplica:
         self.retry_initial_seconds = retry_initial_seconds
         self.retry_max_seconds = retry_max_seconds
         self.read_interval_seconds = read_interval_seconds
+        self.controls = controls
+        """Budget pacing, model breakers and rollout, kept from the same events."""
 
         self.applied_events = 0
         """Events applied to the posterior since the stream began: its version."""
@@ -201,22 +210,24 @@ class PosteriorReplica:
     ) -> Decision:
         """Choose a model for one request from the in-memory posterior.
 
-        Waits while an event is being applied; use ``choose`` in the event loop.
+        Waits while an event is being applied; use ``run_locked`` in the event loop.
         """
         with self._lock:
             return self.policy.decide(context, input_tokens, cost_weight, allowed)
 
-    async def choose(
-        self,
-        context: np.ndarray,
-        input_tokens: float,
-        cost_weight: float,
-        allowed: np.ndarray | None = None,
-    ) -> Decision:
-        """Like ``decide``, but waits for the posterior in a worker thread."""
-        return await asyncio.to_thread(
-            self.decide, context, input_tokens, cost_weight, allowed
-        )
+    async def run_locked(
+        self, function: Callable[[ContextualThompsonSampling], Result]
+    ) -> Result:
+        """Return ``function(policy)``, run in a worker thread under the lock.
+
+        The event loop goes on serving requests while an event holds the lock.
+        """
+
+        def call() -> Result:
+            with self._lock:
+                return function(self.policy)
+
+        return await asyncio.to_thread(call)
 
     @contextlib.contextmanager
     def reading(self) -> Iterator[ContextualThompsonSampling]:
@@ -227,7 +238,7 @@ class PosteriorReplica:
     def digest(self) -> str:
         """Return a SHA-256 hex digest of the posterior, to compare processes."""
         with self._lock:
-            return state_digest(policy_state(self.policy))
+            return state_digest(self._state())
 
     async def wait_for(self, event_id: str, timeout: float) -> bool:
         """Wait until the entry ``event_id`` has been applied or skipped.
@@ -325,7 +336,7 @@ class PosteriorReplica:
             await asyncio.sleep(self.read_interval_seconds)
 
     async def _apply_entries(
-        self, entries: list[tuple[str, FeedbackEvent | None]]
+        self, entries: list[tuple[str, StreamEvent | None]]
     ) -> None:
         if entries:
             await asyncio.to_thread(self._apply_in_order, entries)
@@ -335,22 +346,27 @@ class PosteriorReplica:
             self._progress.set()
             self._progress = asyncio.Event()
 
-    def _apply_in_order(self, entries: list[tuple[str, FeedbackEvent | None]]) -> None:
+    def _apply_in_order(self, entries: list[tuple[str, StreamEvent | None]]) -> None:
         # The lock is taken per event, so that a decision waits for one event at most.
         for event_id, event in entries:
             skip_reason = self._skip_reason(event)
             with self._lock:
-                if skip_reason is None:
-                    assert event is not None
+                if isinstance(event, ControlEvent) and skip_reason is None:
+                    skip_reason = self._try_control(event)
+                elif skip_reason is None:
+                    assert isinstance(event, FeedbackEvent)
                     self._apply_event(event)
+                if skip_reason is None:
                     self.applied_events += 1
                 self.last_event_id = event_id
             if skip_reason is not None:
                 self._count_skipped(event_id, skip_reason)
 
-    def _skip_reason(self, event: FeedbackEvent | None) -> str | None:
+    def _skip_reason(self, event: StreamEvent | None) -> str | None:
         if event is None:
             return "it cannot be decoded; an incompatible version may have written it"
+        if isinstance(event, ControlEvent):
+            return self._control_skip_reason(event)
         if event.model not in self.policy.catalog:
             return (
                 f"its model {event.model!r} is not in the catalog "
@@ -362,6 +378,28 @@ class PosteriorReplica:
                 f"its context has {event.context.shape[0]} values and the policy "
                 f"expects {dimension}"
             )
+        return None
+
+    def _try_control(self, event: ControlEvent) -> str | None:
+        # Endpoints check control events before appending them, so a failure here
+        # means a damaged or hand-written entry, which is skipped like one.
+        try:
+            self._apply_control(event)
+        except (BanditRouteError, KeyError, TypeError, ValueError) as error:
+            return f"its {event.action} failed: {error}"
+        return None
+
+    def _control_skip_reason(self, event: ControlEvent) -> str | None:
+        if self.controls is None:
+            return "it is a control event and this process keeps no control state"
+
+        catalog = self.policy.catalog
+        name = event.arguments.get("name")
+        if event.action == "add_model" and name in catalog:
+            return f"it adds the model {name!r}, which the catalog already has"
+        model_actions = ("disable_model", "enable_model")
+        if event.action in model_actions and name not in catalog:
+            return f"it names the model {name!r}, which is not in the catalog"
         return None
 
     def _count_skipped(self, event_id: str, reason: str) -> None:
@@ -378,12 +416,36 @@ class PosteriorReplica:
             reason,
         )
 
+    def _apply_control(self, event: ControlEvent) -> None:
+        assert self.controls is not None
+        arguments = event.arguments
+        if event.action == "add_model":
+            self.policy.add_model(
+                ModelSpec(
+                    str(arguments["name"]),
+                    float(arguments["input_usd_per_mtok"]),
+                    float(arguments["output_usd_per_mtok"]),
+                )
+            )
+            self.controls.add_model()
+        elif event.action == "disable_model":
+            self.policy.disable_model(str(arguments["name"]))
+        elif event.action == "enable_model":
+            self.policy.enable_model(str(arguments["name"]))
+        else:
+            self.controls.apply_control(event)
+        logger.info("Applied control event %s %s", event.action, dict(arguments))
+
     def _apply_event(self, event: FeedbackEvent) -> None:
         model_index = self.policy.catalog.index(event.model)
         quality = event.quality
         if quality is None and event.error:
             # A failed call that carries no rating counts as quality 0.
             quality = 0.0
+
+        if self.controls is not None:
+            cost = event_cost_usd(event, self.policy.catalog)
+            self.controls.observe_feedback(event, model_index, cost)
 
         if quality is None:
             if event.output_tokens is not None:
@@ -435,12 +497,9 @@ class PosteriorReplica:
 
     async def _restore(self, snapshot: Snapshot) -> None:
         state, metadata = await asyncio.to_thread(decode_state, snapshot.state)
-        # NOTE: a snapshot of a catalog grown by add_model fails this shape check.
-        # The service changes its catalog only through the settings, which give a new
-        # namespace, so no event or endpoint adds or disables a model at run time yet.
         with self._lock:
-            _check_state_fits(state, policy_state(self.policy))
-            restore_policy_state(self.policy, state)
+            _check_state_fits(state, self._state())
+            self._restore_state(state)
 
         self.applied_events = snapshot.applied_events
         self.skipped_events = int(metadata.get("skipped_events", 0))
@@ -493,9 +552,32 @@ class PosteriorReplica:
             trimmed,
         )
 
+    def _state(self) -> dict[str, np.ndarray]:
+        state = policy_state(self.policy)
+        if self.controls is not None:
+            for key, value in self.controls.snapshot().items():
+                state[f"{_CONTROLS_PREFIX}{key}"] = value
+        return state
+
+    def _restore_state(self, state: dict[str, np.ndarray]) -> None:
+        start = len(_CONTROLS_PREFIX)
+        controls = {
+            key[start:]: value
+            for key, value in state.items()
+            if key.startswith(_CONTROLS_PREFIX)
+        }
+        learned = {
+            key: value
+            for key, value in state.items()
+            if not key.startswith(_CONTROLS_PREFIX)
+        }
+        restore_policy_state(self.policy, learned)
+        if self.controls is not None:
+            self.controls.restore(controls)
+
     def _encode_snapshot(self, metadata: Mapping[str, object]) -> bytes:
         with self._lock:
-            state = policy_state(self.policy)
+            state = self._state()
         return encode_state(state, metadata)
 
     def _trim_before(self, last_event_id: str) -> str:
@@ -649,8 +731,12 @@ def _check_state_fits(
             "and the context dimension (store_namespace)."
         )
 
+    # Models added at run time make the snapshot's model axis (axis 0) longer than
+    # that of a process started from the settings' catalog.
     for key, value in current.items():
-        if state[key].shape != value.shape:
+        shape = state[key].shape
+        grown = shape[1:] == value.shape[1:] and shape[:1] >= value.shape[:1]
+        if shape != value.shape and not grown:
             raise SnapshotError(
                 f"The stored snapshot array {key!r} has shape {state[key].shape}, the "
                 f"policy has {value.shape}. Use a key namespace keyed on the catalog "

@@ -47,6 +47,12 @@ class RouteResponse(BaseModel):
     """Feedback events applied to the posterior that made this decision."""
     degraded: bool
     """True when the decision record could not be stored, so feedback returns 404."""
+    cost_weight: float
+    """Cost weight of the decision: the request's, else the budget pacer's or the
+    setting's."""
+    rollout_group: str
+    """"bandit" when the bandit chose the model, "default" for the rollout's default
+    model."""
 
 
 RatingValue = Annotated[

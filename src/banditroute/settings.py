@@ -19,7 +19,14 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -27,9 +34,12 @@ from pydantic_settings import (
 )
 
 from banditroute.catalog import Catalog, ModelSpec
+from banditroute.control_state import ControlState, RolloutSetting
 from banditroute.encoder import DEFAULT_ENCODER_MODEL, available_cpu_count
 from banditroute.errors import ConfigError
 from banditroute.features import FeatureSpec
+from banditroute.health import HealthSettings
+from banditroute.pacing import DEFAULT_LEARNING_RATE, DEFAULT_WARMUP_REQUESTS
 from banditroute.posterior import DEFAULT_PRIOR, PriorSettings
 from banditroute.store import store_namespace
 
@@ -47,6 +57,70 @@ class CatalogEntry(BaseModel):
     name: str = Field(min_length=1)
     input_usd_per_mtok: float = Field(ge=0, allow_inf_nan=False)
     output_usd_per_mtok: float = Field(ge=0, allow_inf_nan=False)
+
+
+class BudgetConfig(BaseModel):
+    """A spending target; the cost weight then adapts so that spend meets it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    target_cost_usd: float | None = Field(None, gt=0, allow_inf_nan=False)
+    """Target mean cost per request in USD; None keeps the cost weight fixed."""
+    warmup_requests: int = Field(DEFAULT_WARMUP_REQUESTS, ge=0)
+    """Requests with a known cost during which the weight keeps its initial value."""
+    learning_rate: float = Field(DEFAULT_LEARNING_RATE, gt=0, allow_inf_nan=False)
+    """Step of the log weight per request whose cost is one target off."""
+
+    def pacer_options(self) -> dict[str, float]:
+        return {
+            "warmup_requests": self.warmup_requests,
+            "learning_rate": self.learning_rate,
+        }
+
+
+class HealthConfig(BaseModel):
+    """When a failing model is cooled down and probed again (see ``HealthSettings``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    consecutive_errors: int = Field(5, ge=0)
+    error_rate: float | None = Field(0.5, gt=0, le=1, allow_inf_nan=False)
+    window: int = Field(20, ge=1)
+    min_window_requests: int = Field(10, ge=1)
+    cooldown_seconds: float = Field(30.0, gt=0, allow_inf_nan=False)
+    backoff_factor: float = Field(2.0, ge=1, allow_inf_nan=False)
+    max_cooldown_seconds: float = Field(600.0, gt=0, allow_inf_nan=False)
+    probe_requests: int = Field(3, ge=1)
+
+    def to_settings(self) -> HealthSettings | None:
+        """Return the breaker settings, or None when health checks are off."""
+        if not self.enabled:
+            return None
+        try:
+            return HealthSettings(**self.model_dump(exclude={"enabled"}))
+        except ConfigError as error:
+            raise ConfigError(f"health: {error}") from error
+
+
+class RolloutConfig(BaseModel):
+    """Gradual rollout: the bandit routes ``share`` of requests, the rest go to
+    ``default_model``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    share: float | None = Field(None, ge=0, le=1, allow_inf_nan=False)
+    """Share of requests the bandit routes; None lets it route every request."""
+    default_model: str | None = None
+
+    def to_setting(self) -> RolloutSetting | None:
+        if self.share is None and self.default_model is None:
+            return None
+        if self.share is None or self.default_model is None:
+            raise ConfigError(
+                "rollout needs both share and default_model; set both or neither."
+            )
+        return RolloutSetting(self.share, self.default_model)
 
 
 class PriorConfig(BaseModel):
@@ -106,6 +180,11 @@ class ServiceSettings(BaseSettings):
     """Feedback events (of all models) after which a feedback's weight in the
     posterior halves, for quality that drifts; None keeps all feedback."""
     features: FeatureConfig = Field(default_factory=FeatureConfig)
+    budget: BudgetConfig = Field(default_factory=BudgetConfig)
+    health: HealthConfig = Field(default_factory=HealthConfig)
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig)
+    admin_key: SecretStr | None = None
+    """Bearer token of the /admin endpoints; None turns them off."""
 
     redis_url: str | None = None
     """Redis URL shared by every server process; None keeps all state in memory."""
@@ -162,6 +241,16 @@ class ServiceSettings(BaseSettings):
                 output_usd_per_mtok=entry.output_usd_per_mtok,
             )
             for entry in self.catalog
+        )
+
+    def build_controls(self, catalog: Catalog) -> ControlState:
+        """Return the initial budget, health and rollout state of ``catalog``."""
+        return ControlState(
+            catalog,
+            cost_target_usd=self.budget.target_cost_usd,
+            pacer_options=self.budget.pacer_options(),
+            health=self.health.to_settings(),
+            rollout=self.rollout.to_setting(),
         )
 
     def resolved_torch_threads(self) -> int:

@@ -125,7 +125,7 @@ class ContextualThompsonSampling(Policy):
         if not allowed.any():
             raise ConfigError(
                 "Every model allowed for this request is disabled; allow an enabled "
-                f"model (enabled: {self._enabled_names()})."
+                f"model (enabled: {self.catalog.enabled_names()})."
             )
         means, spread, covariance_x = self.posteriors.project(context)
         n_observed = int(self.posteriors.n_observations.sum())
@@ -199,10 +199,6 @@ class ContextualThompsonSampling(Policy):
     def enable_model(self, name: str) -> int:
         """Let decisions choose the model called ``name`` again; return its index."""
         return self.catalog.enable(name)
-
-    def _enabled_names(self) -> list[str]:
-        names = np.array(self.catalog.names)
-        return names[self.catalog.enabled].tolist()
 
     def snapshot(self) -> dict[str, np.ndarray]:
         """Return the learned state as named arrays, restorable with ``restore``.

@@ -1,0 +1,265 @@
+"""Admin endpoints: change the catalog, the budget and the rollout at run time.
+
+Every change is a control event appended to the shared stream, so every server
+process applies it at the same position among the feedback events, and it survives
+restarts in the snapshots. An endpoint answers once the process that received it has
+applied the change. The endpoints need ``Authorization: Bearer <admin_key>``; without
+an ``admin_key`` setting they are off.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from typing import TYPE_CHECKING, Any
+
+from fastapi import FastAPI, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from banditroute.errors import BanditRouteError
+from banditroute.events import ControlEvent
+from banditroute.feedback import InvalidFieldError, RequestError
+from banditroute.schemas import ERROR_RESPONSES
+from banditroute.settings import load_settings
+
+if TYPE_CHECKING:
+    from banditroute.api import Service
+
+logger = logging.getLogger(__name__)
+
+APPLY_TIMEOUT_SECONDS = 5.0
+"""Time an endpoint waits for its own process to apply the change it appended."""
+
+ADMIN_ERROR_RESPONSES = {
+    **ERROR_RESPONSES,
+    401: ERROR_RESPONSES[400],
+    403: ERROR_RESPONSES[400],
+}
+
+
+class AdminUnauthorizedError(RequestError):
+    status_code = 401
+    error_code = "unauthorized"
+
+
+class AdminDisabledError(RequestError):
+    status_code = 403
+    error_code = "admin_disabled"
+
+
+class ModelNotFoundError(RequestError):
+    status_code = 404
+    error_code = "model_not_found"
+
+
+class NewModel(BaseModel):
+    """A model to add to the catalog, with its list prices."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    name: str = Field(min_length=1)
+    input_usd_per_mtok: float = Field(ge=0, allow_inf_nan=False)
+    output_usd_per_mtok: float = Field(ge=0, allow_inf_nan=False)
+
+
+class BudgetChange(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    target_cost_usd: float | None = Field(gt=0, allow_inf_nan=False)
+    """Target mean cost per request in USD; null fixes the cost weight again."""
+
+
+class RolloutChange(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    share: float | None = Field(ge=0, le=1, allow_inf_nan=False)
+    """Share of requests the bandit routes; null ends the rollout."""
+    default_model: str | None = None
+
+
+def add_admin_endpoints(app: FastAPI) -> None:
+    """Register the /admin endpoints on ``app``."""
+
+    @app.post("/admin/models", responses=ADMIN_ERROR_RESPONSES)
+    async def add_model(body: NewModel, request: Request) -> dict[str, Any]:
+        """Add a model to the catalog; it starts from the pooled prior and is probed."""
+        service = _authorized_service(request)
+        if body.name in service.catalog:
+            raise InvalidFieldError(
+                f"The catalog already has a model named {body.name!r}; choose another "
+                "name, or enable it if it is disabled.",
+                field="name",
+                value=body.name,
+            )
+        return await _apply(service, ControlEvent("add_model", body.model_dump()))
+
+    @app.post("/admin/models/{name}/disable", responses=ADMIN_ERROR_RESPONSES)
+    async def disable_model(name: str, request: Request) -> dict[str, Any]:
+        """Stop routing to a model; its feedback is still accepted and learned."""
+        service = _authorized_service(request)
+        _check_known_model(service, name)
+        if service.catalog.enabled_names() == [name]:
+            raise InvalidFieldError(
+                f"{name!r} is the last enabled model; enable or add another model "
+                "first.",
+                field="name",
+                value=name,
+            )
+        return await _apply(service, ControlEvent("disable_model", {"name": name}))
+
+    @app.post("/admin/models/{name}/enable", responses=ADMIN_ERROR_RESPONSES)
+    async def enable_model(name: str, request: Request) -> dict[str, Any]:
+        """Route to a disabled model again."""
+        service = _authorized_service(request)
+        _check_known_model(service, name)
+        return await _apply(service, ControlEvent("enable_model", {"name": name}))
+
+    @app.put("/admin/budget", responses=ADMIN_ERROR_RESPONSES)
+    async def set_budget(body: BudgetChange, request: Request) -> dict[str, Any]:
+        """Set the target mean cost per request, which the cost weight then tracks."""
+        service = _authorized_service(request)
+        arguments = {"target_cost_usd": body.target_cost_usd}
+        return await _apply(service, ControlEvent("set_budget", arguments))
+
+    @app.put("/admin/rollout", responses=ADMIN_ERROR_RESPONSES)
+    async def set_rollout(body: RolloutChange, request: Request) -> dict[str, Any]:
+        """Set the share of requests the bandit routes; the rest go to the default."""
+        service = _authorized_service(request)
+        _check_rollout(service, body.share, body.default_model)
+        arguments = {"share": body.share, "default_model": body.default_model}
+        return await _apply(service, ControlEvent("set_rollout", arguments))
+
+    @app.post("/admin/reload", responses=ADMIN_ERROR_RESPONSES)
+    async def reload(request: Request) -> dict[str, Any]:
+        """Apply the settings file's catalog, budget and rollout to the running service.
+
+        Models missing from the file are disabled, not removed, so stored decisions
+        and their feedback stay valid.
+        """
+        service = _authorized_service(request)
+        events = _reload_events(service)
+        result: dict[str, Any] = {"changes": [event.action for event in events]}
+        for event in events:
+            result.update(await _apply(service, event))
+        return result
+
+
+def _authorized_service(request: Request) -> Service:
+    service: Service = request.app.state.service
+    key = service.settings.admin_key
+    if key is None:
+        raise AdminDisabledError(
+            "The admin endpoints are off; set admin_key in the settings (or "
+            "BANDITROUTE_ADMIN_KEY) to turn them on."
+        )
+
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    expected = key.get_secret_value().encode()
+    if scheme.lower() != "bearer" or not secrets.compare_digest(
+        token.strip().encode(), expected
+    ):
+        logger.warning(
+            "Rejected %s %s: missing or wrong admin key",
+            request.method,
+            request.url.path,
+        )
+        raise AdminUnauthorizedError(
+            "The admin key is missing or wrong; send Authorization: Bearer "
+            "<admin_key>.",
+            field="Authorization",
+        )
+    return service
+
+
+def _check_known_model(service: Service, name: str) -> None:
+    if name not in service.catalog:
+        raise ModelNotFoundError(
+            f"No model named {name!r} is in the catalog; known models: "
+            f"{list(service.catalog.names)}.",
+            field="name",
+            value=name,
+        )
+
+
+def _check_rollout(service: Service, share: float | None, default: str | None) -> None:
+    if (share is None) != (default is None):
+        raise InvalidFieldError(
+            "A rollout needs both share and default_model; send both, or null for "
+            "both to end it.",
+            field="default_model" if default is None else "share",
+            value=None,
+        )
+    if default is not None and default not in service.catalog:
+        raise InvalidFieldError(
+            f"default_model {default!r} is not in the catalog; known models: "
+            f"{list(service.catalog.names)}.",
+            field="default_model",
+            value=default,
+        )
+
+
+def _reload_events(service: Service) -> list[ControlEvent]:
+    """Return the control events that bring the service to its settings file."""
+    try:
+        settings = load_settings()
+    except BanditRouteError as error:
+        raise InvalidFieldError(
+            f"The settings file cannot be loaded: {error}", field="settings"
+        ) from error
+
+    events = []
+    catalog = service.catalog
+    wanted = {entry.name: entry for entry in settings.catalog}
+    for name, entry in wanted.items():
+        if name not in catalog:
+            events.append(ControlEvent("add_model", entry.model_dump()))
+        elif not catalog.enabled[catalog.index(name)]:
+            events.append(ControlEvent("enable_model", {"name": name}))
+    for name in catalog.enabled_names():
+        if name not in wanted:
+            events.append(ControlEvent("disable_model", {"name": name}))
+
+    controls = service.controls
+    target = settings.budget.target_cost_usd
+    current_target = None if controls.pacer is None else controls.pacer.target_cost_usd
+    if target != current_target:
+        events.append(ControlEvent("set_budget", {"target_cost_usd": target}))
+
+    rollout = settings.rollout
+    _check_rollout(service, rollout.share, rollout.default_model)
+    current_share = controls.rollout_share if controls.rollout_default else None
+    if (rollout.share, rollout.default_model) != (
+        current_share,
+        controls.rollout_default,
+    ):
+        arguments = {"share": rollout.share, "default_model": rollout.default_model}
+        events.append(ControlEvent("set_rollout", arguments))
+    return events
+
+
+async def _apply(service: Service, event: ControlEvent) -> dict[str, Any]:
+    """Append ``event`` with the current time and wait until this process applied it."""
+    stamped = ControlEvent(event.action, event.arguments, issued_at=service.clock())
+    event_id = await service.store.append_control(stamped)
+    applied = await service.replica.wait_for(event_id, APPLY_TIMEOUT_SECONDS)
+    logger.info(
+        "Appended control event %s as %s (applied here: %s)",
+        event.action,
+        event_id,
+        applied,
+    )
+
+    with service.replica.reading():
+        controls = service.controls.describe(
+            service.clock(), service.settings.cost_weight
+        )
+        enabled = service.catalog.enabled_names()
+        models = [
+            {"name": name, "enabled": name in enabled} for name in service.catalog.names
+        ]
+    return {
+        "event_id": event_id,
+        "applied": applied,
+        "models": models,
+        "controls": controls,
+    }

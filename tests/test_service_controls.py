@@ -1,0 +1,362 @@
+"""Budget pacing, failing models, rollout and run-time catalog changes in the service.
+
+Each test runs two apps on one Redis namespace, as two server processes would, and
+checks that a change made through one of them reaches the other.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+
+import pytest
+import yaml
+from fastapi.testclient import TestClient
+
+from banditroute.api import create_app
+from banditroute.settings import load_settings
+
+CATALOG = [
+    {"name": "frontier", "input_usd_per_mtok": 3.0, "output_usd_per_mtok": 15.0},
+    {"name": "mid", "input_usd_per_mtok": 0.4, "output_usd_per_mtok": 1.6},
+    {"name": "open-small", "input_usd_per_mtok": 0.1, "output_usd_per_mtok": 0.1},
+]
+ADMIN_KEY = "test-admin-key"
+AUTH = {"Authorization": f"Bearer {ADMIN_KEY}"}
+PROMPTS = [
+    "Write a Python function that merges two sorted lists.",
+    "Summarize the causes of the French Revolution.",
+    "Translate 'good morning' into Italian.",
+    "Prove that the square root of two is irrational.",
+]
+NEW_MODEL = {
+    "name": "new-cheap",
+    "input_usd_per_mtok": 0.05,
+    "output_usd_per_mtok": 0.05,
+}
+NEGATIVE_PRICE = {**NEW_MODEL, "input_usd_per_mtok": -1}
+WAIT_SECONDS = 10.0
+COOLDOWN_SECONDS = 30.0
+
+
+class Clock:
+    """A clock the test moves forward, read by both apps."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def write_settings(folder: Path, redis_url: str, namespace: str, **values) -> Path:
+    content = {
+        "catalog": CATALOG,
+        "redis_url": redis_url,
+        "redis_namespace": namespace,
+        "admin_key": ADMIN_KEY,
+        "cost_weight": 0.0,
+        "seed": 0,
+        **values,
+    }
+    path = folder / "service.yaml"
+    path.write_text(yaml.safe_dump(content))
+    return path
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def config(tmp_path, redis_url, redis_namespace) -> Path:
+    return write_settings(
+        tmp_path,
+        redis_url,
+        redis_namespace,
+        budget={"warmup_requests": 4, "learning_rate": 0.3},
+        snapshot_every=5,
+    )
+
+
+@pytest.fixture
+def apps(config, encoder, clock, monkeypatch) -> Iterator[list[TestClient]]:
+    """Two apps sharing the namespace, as two server processes would."""
+    monkeypatch.setenv("BANDITROUTE_CONFIG", str(config))
+    settings = load_settings(config)
+    with ExitStack() as stack:
+        yield [
+            stack.enter_context(
+                TestClient(create_app(settings, encoder=encoder, clock=clock))
+            )
+            for _ in range(2)
+        ]
+
+
+def route(client: TestClient, index: int = 0, **body: object) -> dict:
+    prompt = PROMPTS[index % len(PROMPTS)] + f" (request {index})"
+    response = client.post("/route", json={"prompt": prompt, **body})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def feedback(client: TestClient, decision_id: str, **body: object) -> dict:
+    response = client.post("/feedback", json={"decision_id": decision_id, **body})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def wait_applied(clients: list[TestClient], event_id: str) -> None:
+    """Wait until every app's posterior includes the stream entry ``event_id``."""
+    target = tuple(int(part) for part in event_id.split("-"))
+    deadline = time.monotonic() + WAIT_SECONDS
+    for client in clients:
+        while True:
+            last = client.get("/stats").json()["posterior"]["last_event_id"]
+            if last and tuple(int(part) for part in last.split("-")) >= target:
+                break
+            assert time.monotonic() < deadline, f"{event_id} not applied"
+            time.sleep(0.02)
+
+
+def controls(client: TestClient) -> dict:
+    return client.get("/stats").json()["controls"]
+
+
+# Admin access
+
+
+def test_admin_endpoints_reject_a_wrong_key(apps):
+    response = apps[0].put(
+        "/admin/budget",
+        json={"target_cost_usd": 0.001},
+        headers={"Authorization": "Bearer wrong"},
+    )
+
+    assert response.status_code == 401
+    assert response.json()["error"] == "unauthorized"
+
+
+def test_admin_endpoints_are_off_without_a_key(tmp_path, redis_url, redis_namespace):
+    config = write_settings(tmp_path, redis_url, redis_namespace, admin_key=None)
+    with TestClient(create_app(load_settings(config))) as client:
+        response = client.put(
+            "/admin/budget", json={"target_cost_usd": 0.001}, headers=AUTH
+        )
+
+    assert response.status_code == 403
+    assert "admin_key" in response.json()["message"]
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "field"),
+    [
+        ("/admin/budget", {"target_cost_usd": -1}, 422, "target_cost_usd"),
+        ("/admin/rollout", {"share": 1.5, "default_model": "mid"}, 422, "share"),
+        ("/admin/rollout", {"share": 0.5, "default_model": "x"}, 422, "default_model"),
+        ("/admin/rollout", {"share": 0.5}, 422, "default_model"),
+        ("/admin/models", {**NEW_MODEL, "name": "mid"}, 422, "name"),
+        ("/admin/models", NEGATIVE_PRICE, 422, "input_usd_per_mtok"),
+        ("/admin/models/gpt-9/disable", None, 404, "name"),
+    ],
+)  # fmt: skip
+def test_invalid_admin_change_names_the_field(apps, path, body, status, field):
+    method = (
+        apps[0].put if path in ("/admin/budget", "/admin/rollout") else apps[0].post
+    )
+
+    response = method(path, json=body, headers=AUTH)
+
+    assert response.status_code == status, response.text
+    assert response.json()["field"] == field
+
+
+# Budget pacing
+
+
+def test_budget_target_moves_the_cost_weight_of_every_worker(apps):
+    first, second = apps
+    change = first.put("/admin/budget", json={"target_cost_usd": 1e-5}, headers=AUTH)
+    assert change.status_code == 200, change.text
+    initial = change.json()["controls"]["cost_weight"]
+
+    # Every call costs far more than the target, so the weight must rise.
+    last_event = ""
+    for index in range(12):
+        decision = route(first, index)
+        last_event = feedback(
+            first, decision["decision_id"], rating=1, scale="thumbs", cost_usd=0.01
+        )["event_id"]
+    wait_applied(apps, last_event)
+    weights = [controls(client)["cost_weight"] for client in apps]
+
+    assert weights[0] > initial
+    assert weights[0] == weights[1]
+    assert controls(second)["budget"]["target_cost_usd"] == 1e-5
+    assert route(second, 99)["cost_weight"] == weights[1]
+
+
+# Failing models
+
+
+def test_failing_model_is_cooled_down_then_probed(apps, clock):
+    first, second = apps
+    last_event = ""
+    for index in range(5):
+        decision = route(first, index, allowed_models=["frontier"])
+        last_event = feedback(first, decision["decision_id"], error=True)["event_id"]
+    wait_applied(apps, last_event)
+
+    breakers = controls(second)["breakers"]
+    chosen = {route(second, index)["model"] for index in range(20)}
+    clock.now += COOLDOWN_SECONDS + 1
+    probing = controls(second)["breakers"]["frontier"]["state"]
+    probe = route(second, 50, allowed_models=["frontier", "mid"])
+    probe_event = feedback(second, probe["decision_id"], rating=1, scale="thumbs")
+    wait_applied(apps, probe_event["event_id"])
+
+    assert breakers["frontier"]["state"] == "open"
+    assert breakers["frontier"]["times_opened"] == 1
+    assert "frontier" not in chosen
+    assert probing == "half_open"
+    assert probe["model"] in ("frontier", "mid")
+    if probe["model"] == "frontier":
+        assert controls(first)["breakers"]["frontier"]["state"] == "closed"
+
+
+# Gradual rollout
+
+
+def test_rollout_sends_the_rest_to_the_default_model(apps):
+    first, second = apps
+    change = first.put(
+        "/admin/rollout", json={"share": 0.0, "default_model": "mid"}, headers=AUTH
+    )
+    assert change.status_code == 200, change.text
+
+    decisions = [route(second, index) for index in range(8)]
+    first.put(
+        "/admin/rollout", json={"share": 1.0, "default_model": "mid"}, headers=AUTH
+    )
+    decisions += [route(second, index) for index in range(8, 16)]
+    last_event = ""
+    for decision in decisions:
+        last_event = feedback(
+            second,
+            decision["decision_id"],
+            rating=4,
+            scale="stars_5",
+            output_tokens=100,
+        )["event_id"]
+    wait_applied(apps, last_event)
+    rollout = controls(first)["rollout"]
+    quality = next(row for row in rollout["comparison"] if row["outcome"] == "quality")
+
+    assert {d["model"] for d in decisions[:8]} == {"mid"}
+    assert {d["rollout_group"] for d in decisions[:8]} == {"default"}
+    assert {d["propensity"] for d in decisions[:8]} == {1.0}
+    assert {d["rollout_group"] for d in decisions[8:]} == {"bandit"}
+    assert rollout["requests"] == {"default": 8, "bandit": 8}
+    assert quality["default"]["estimate"] == pytest.approx(0.75)
+    assert quality["bandit_minus_default"]["estimate"] == pytest.approx(0.0)
+
+
+# Models added and disabled at run time
+
+
+def test_added_and_disabled_models_reach_every_worker(apps, config, encoder, clock):
+    first, second = apps
+    pending = route(first, 0, allowed_models=["frontier"])
+    added = first.post("/admin/models", json=NEW_MODEL, headers=AUTH)
+    disabled = first.post("/admin/models/frontier/disable", headers=AUTH)
+    assert added.status_code == 200, added.text
+    assert disabled.status_code == 200, disabled.text
+    wait_applied(apps, disabled.json()["event_id"])
+
+    models = {model["name"]: model for model in second.get("/models").json()["models"]}
+    on_new = route(second, 1, allowed_models=["new-cheap"])
+    chosen = {route(second, index)["model"] for index in range(2, 14)}
+    late = feedback(second, pending["decision_id"], rating=1, scale="thumbs")
+    rejected = second.post(
+        "/route", json={"prompt": PROMPTS[0], "allowed_models": ["frontier"]}
+    )
+
+    assert models["new-cheap"]["enabled"] is True
+    assert models["frontier"]["enabled"] is False
+    assert on_new["model"] == "new-cheap"
+    assert "frontier" not in chosen
+    assert late["duplicate"] is False
+    assert rejected.status_code == 422
+    assert rejected.json()["field"] == "allowed_models"
+
+    # A process started later from the same settings file restores the change.
+    wait_applied(apps, late["event_id"])
+    with TestClient(
+        create_app(load_settings(config), encoder=encoder, clock=clock)
+    ) as third:
+        wait_applied([third], late["event_id"])
+        restarted = {m["name"]: m for m in third.get("/models").json()["models"]}
+        digests = {
+            client.get("/stats").json()["posterior"]["digest"]
+            for client in (first, second, third)
+        }
+
+    assert restarted["new-cheap"]["enabled"] is True
+    assert restarted["frontier"]["enabled"] is False
+    assert len(digests) == 1
+
+
+def test_reload_applies_the_settings_file(apps, config):
+    content = yaml.safe_load(config.read_text())
+    content["catalog"] = [*CATALOG[1:], {**NEW_MODEL, "name": "added"}]
+    content["rollout"] = {"share": 0.5, "default_model": "mid"}
+    config.write_text(yaml.safe_dump(content))
+
+    response = apps[0].post("/admin/reload", headers=AUTH)
+    wait_applied(apps, response.json()["event_id"])
+    models = {m["name"]: m["enabled"] for m in apps[1].get("/models").json()["models"]}
+
+    assert response.status_code == 200, response.text
+    assert sorted(response.json()["changes"]) == [
+        "add_model",
+        "disable_model",
+        "set_rollout",
+    ]
+    assert models == {"frontier": False, "mid": True, "open-small": True, "added": True}
+    assert controls(apps[1])["rollout"]["share"] == 0.5
+
+
+# Drift
+
+
+def learned_quality(client: TestClient, model: str, context) -> float:
+    service = client.app.state.service
+    with service.replica.reading() as policy:
+        index = policy.catalog.index(model)
+        return float(policy.posteriors.posterior_mean(index) @ context)
+
+
+def test_forgetting_follows_a_quality_drop(
+    tmp_path, redis_url, redis_namespace, encoder
+):
+    # Discounts are applied when a model's covariance is refreshed, at least every
+    # d = 385 of its feedback events, so the drop must last longer than that.
+    config = write_settings(tmp_path, redis_url, redis_namespace, half_life=100)
+    with TestClient(create_app(load_settings(config), encoder=encoder)) as client:
+        last_event = ""
+        for index in range(800):
+            decision = route(client, index, allowed_models=["mid"])
+            rating = 1 if index < 400 else 0
+            last_event = feedback(
+                client, decision["decision_id"], rating=rating, scale="thumbs"
+            )["event_id"]
+        wait_applied([client], last_event)
+        service = client.app.state.service
+        context = service.features.build_one(encoder.encode([PROMPTS[0]]).vectors[0])
+        estimate = learned_quality(client, "mid", context)
+
+    # Without forgetting, the estimate would stay near the mean rating of 0.5.
+    assert estimate < 0.25
