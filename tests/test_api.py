@@ -531,3 +531,42 @@ def test_redis_outage_degrades_then_recovers(tmp_path, private_redis, encoder):
         assert degraded_feedback.status_code == 404
         stats = wait_for_applied(client, 2)
         assert stats["posterior"]["last_event_id"] == recovered.json()["event_id"]
+
+
+def test_deeply_nested_body_is_400(client):
+    # Deeper than Python's default recursion limit, within the body size limit.
+    depth = 1500
+    raw = '{"prompt": "hi", "metadata": {"a": ' + "[" * depth + "]" * depth + "}}"
+
+    response = client.post(
+        "/route", content=raw, headers={"content-type": "application/json"}
+    )
+
+    assert response.status_code == 400
+    assert response.json()["field"] == "body"
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("output_tokens", 10**30),
+        ("input_tokens", int("9" * 400)),
+        ("cost_usd", 1e300),
+        ("latency_ms", 1e300),
+    ],
+)
+def test_implausible_usage_is_422(client, field, value):
+    decision = route(client)
+
+    response = client.post(
+        "/feedback",
+        json={
+            "decision_id": decision["decision_id"],
+            "rating": 1,
+            "scale": "thumbs",
+            field: value,
+        },
+    )
+
+    assert response.status_code == 422
+    assert response.json()["field"] == field

@@ -298,3 +298,13 @@ def test_make_policy_unknown_name_lists_choices():
 def test_make_policy_fixed_unknown_model():
     with pytest.raises(ConfigError, match="'gpt-9'"):
         make_policy("fixed:gpt-9", CATALOG, DIMENSION, np.random.default_rng(0))
+
+
+def test_argmax_never_returns_a_disallowed_model():
+    rng = np.random.default_rng(0)
+    scores = np.array([1.0, -np.inf, np.nan, -np.inf])
+    allowed = np.array([False, True, True, True])
+
+    chosen = {argmax_random_tie(scores, allowed, rng) for _ in range(200)}
+
+    assert chosen == {1, 2, 3}

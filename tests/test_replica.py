@@ -598,3 +598,43 @@ async def test_snapshot_size_at_full_dimension(capsys):
     assert writer.last_snapshot_bytes < 20_000_000
     assert reader.loaded_snapshot_id == ids[-1]
     assert reader.digest() == writer.digest()
+
+
+async def test_lost_stream_is_replaced_by_a_snapshot(private_redis, caplog):
+    store = RedisStore(private_redis.url, namespace="test", socket_timeout=0.5)
+    replica = PosteriorReplica(make_policy(), store, block_ms=100)
+    caplog.set_level(logging.WARNING, logger="banditroute.replica")
+    await replica.start()
+    ids = await append_all(store, mixed_events(12, seed=3))
+    await replica.wait_for(ids[-1], WAIT_SECONDS)
+
+    # Redis loses everything, as on a restart without persistence.
+    client = redis.asyncio.Redis.from_url(private_redis.url)
+    await client.flushdb()
+    await client.aclose()
+    later_ids = await append_all(store, mixed_events(3, seed=4))
+    await replica.wait_for(later_ids[-1], WAIT_SECONDS)
+    stored = await eventually_async(store.load_snapshot, WAIT_SECONDS)
+
+    newcomer = PosteriorReplica(make_policy(), store)
+    await newcomer.start()
+    await newcomer.stop()
+    await replica.stop()
+    await store.close()
+    warnings = [r for r in caplog.records if "lost data" in r.getMessage()]
+
+    assert stored is not None
+    assert len(warnings) == 1
+    assert newcomer.applied_events == replica.applied_events == 15
+    assert newcomer.digest() == replica.digest()
+
+
+async def eventually_async(read, timeout: float):
+    """Return the first non-None result of ``read()`` within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = await read()
+        if result is not None:
+            return result
+        await asyncio.sleep(0.05)
+    return None

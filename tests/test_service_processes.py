@@ -296,9 +296,17 @@ def test_metrics_sum_over_workers_sharing_a_port(redis_url, namespace, tmp_path)
     server.start()
     try:
         server.wait_ready()
-        routes = 64
-        asyncio.run(route_on_new_connections(server.url, routes))
-        decisions, scrapes = asyncio.run(read_every_worker(server.url))
+        # /readyz answers once one worker is ready; the other may still be loading.
+        # The kernel hands each new connection to one worker, so batches are sent
+        # until both have routed some.
+        routes = 0
+        for _ in range(30):
+            asyncio.run(route_on_new_connections(server.url, 32))
+            routes += 32
+            decisions, scrapes = asyncio.run(read_every_worker(server.url))
+            if len(decisions) == 2 and min(decisions.values()) > 0:
+                break
+            time.sleep(1.0)
     finally:
         server.stop()
 

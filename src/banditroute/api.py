@@ -50,6 +50,7 @@ from banditroute.replica import PosteriorReplica
 from banditroute.routing import Router, RoutingRequest
 from banditroute.schemas import (
     ERROR_RESPONSES,
+    ROUTE_ERROR_RESPONSES,
     ErrorResponse,
     FeedbackRequest,
     FeedbackResponse,
@@ -88,7 +89,8 @@ def error_response(error: Exception, request: Request | None = None) -> JSONResp
         headers["Retry-After"] = str(retry_after)
         body = ErrorResponse(
             error="store_unavailable",
-            message=f"The shared store is unavailable: {error}. Retry in "
+            message=f"The shared store is unavailable: {str(error).rstrip('.')}. "
+            f"Retry in "
             f"{retry_after} s; feedback is idempotent, so repeating it is safe.",
         )
     elif isinstance(error, UnknownModelError | EmptyPromptError):
@@ -177,6 +179,8 @@ class Service:
     stats: ProcessStats = field(default_factory=ProcessStats)
     _digest: tuple[int, str] | None = None
     _gauge_task: asyncio.Task[None] | None = None
+    outage_logged: bool = False
+    """True once a request failed on the store, until one succeeds again."""
 
     def digest(self) -> str:
         """Return the replica's posterior digest, recomputed only after new events."""
@@ -329,8 +333,8 @@ def _log_start(service: Service) -> None:
 
     logger.info(
         "Server process %d ready: store %s, %d models in the catalog, encoder %s "
-        "(dimension %d, %d torch threads), %d workers configured, %d feedback events "
-        "applied",
+        "(dimension %d, %d torch threads), workers configured: %d, feedback events "
+        "applied: %d",
         os.getpid(),
         store,
         len(service.catalog),
@@ -452,7 +456,7 @@ def create_app_from_environment() -> FastAPI:
 
 
 def _add_routing_endpoints(app: FastAPI) -> None:
-    @app.post("/route", response_model=RouteResponse, responses=ERROR_RESPONSES)
+    @app.post("/route", response_model=RouteResponse, responses=ROUTE_ERROR_RESPONSES)
     async def route(body: RouteRequest, request: Request) -> RouteResponse:
         """Choose a model for one prompt."""
         service: Service = request.app.state.service
@@ -580,18 +584,38 @@ def _build_context(
 
 
 async def _store_decision(service: Service, record: DecisionRecord) -> bool:
+    # While the replica knows the store is down, routing does not wait for a timeout
+    # on every request; the replica's retries find out when it is back.
+    if not service.replica.store_available:
+        _log_outage(service, "Decision %s was not stored", record.decision_id)
+        return False
+
     try:
         await service.store.put_decision(
             record, service.settings.feedback_window_seconds
         )
     except StoreUnavailable as error:
-        logger.warning(
-            "Decision %s was not stored, so its feedback will be rejected: %s",
-            record.decision_id,
-            error,
+        _log_outage(
+            service, "Decision %s was not stored: %s", record.decision_id, error
         )
         return False
+    service.outage_logged = False
     return True
+
+
+def _log_outage(service: Service, message: str, *arguments: object) -> None:
+    """Log the first request that the store failed, once per outage."""
+    if service.outage_logged:
+        logger.debug(message, *arguments)
+        return
+
+    service.outage_logged = True
+    logger.warning(
+        message + "; feedback on such decisions is rejected, and the store is not "
+        "tried again for requests until it responds to the replica. Further failed "
+        "requests are only counted until then.",
+        *arguments,
+    )
 
 
 def _count_decision(
@@ -622,11 +646,20 @@ async def record_feedback(service: Service, body: FeedbackRequest) -> FeedbackRe
     )
     source = body.source.value
     try:
+        if not service.replica.store_available:
+            raise StoreUnavailable(
+                f"The store {service.store.description} did not respond to the last "
+                "attempts; the replica is retrying"
+            )
         outcome = await service.recorder.record(report)
+        service.outage_logged = False
     except (RequestError, StoreUnavailable) as error:
         if isinstance(error, StoreUnavailable):
-            logger.warning(
-                "Feedback for decision %s was not recorded: %s", body.decision_id, error
+            _log_outage(
+                service,
+                "Feedback for decision %s was not recorded: %s",
+                body.decision_id,
+                error,
             )
         service.stats.feedback_rejected += 1
         service.metrics.feedback.labels(

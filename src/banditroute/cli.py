@@ -718,7 +718,7 @@ def serve_command(
 
     store = redact_url(settings.redis_url) if settings.redis_url else "memory"
     logger.info(
-        "Starting banditroute serve on http://%s:%d: %d workers, store %s, "
+        "Starting banditroute serve on http://%s:%d: workers %d, store %s, "
         "%d models in the catalog, encoder %s",
         settings.host,
         settings.port,

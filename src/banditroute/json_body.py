@@ -135,12 +135,18 @@ def parse_strict_json(body: bytes) -> Any:
         parsed = json.loads(
             text, parse_constant=_NonFiniteNumber, parse_float=_parse_finite_float
         )
+    except RecursionError as error:
+        raise MalformedBodyError(
+            "The body nests arrays or objects too deeply to parse; send a flatter "
+            "JSON object.",
+            field="body",
+        ) from error
     except (json.JSONDecodeError, ValueError) as error:
         raise MalformedBodyError(
             f"The body is not valid JSON: {error}; send a JSON object.", field="body"
         ) from error
 
-    path, number = _find_non_finite(parsed, [])
+    path, number = _find_non_finite(parsed)
     if number is not None:
         raise InvalidFieldError(
             f"{path or 'body'} is {number.text}; JSON numbers must be finite.",
@@ -157,20 +163,22 @@ def _parse_finite_float(text: str) -> float | _NonFiniteNumber:
     return _NonFiniteNumber(text)
 
 
-def _find_non_finite(
-    value: object, path: list[str]
-) -> tuple[str, _NonFiniteNumber | None]:
-    if isinstance(value, _NonFiniteNumber):
-        return ".".join(path), value
-    if isinstance(value, dict):
-        items: Any = value.items()
-    elif isinstance(value, list):
-        items = enumerate(value)
-    else:
-        return "", None
+def _find_non_finite(value: object) -> tuple[str, _NonFiniteNumber | None]:
+    """Return the dotted path and value of the first NaN or infinite number.
 
-    for key, item in items:
-        found_path, found = _find_non_finite(item, [*path, str(key)])
-        if found is not None:
-            return found_path, found
+    The walk uses its own stack, so a deeply nested body cannot exhaust Python's.
+    """
+    pending: list[tuple[object, list[str]]] = [(value, [])]
+    while pending:
+        item, path = pending.pop()
+        if isinstance(item, _NonFiniteNumber):
+            return ".".join(path), item
+        if isinstance(item, dict):
+            children: list[tuple[str, object]] = list(item.items())
+        elif isinstance(item, list):
+            children = [(str(index), child) for index, child in enumerate(item)]
+        else:
+            continue
+        # Reversed, so that the first child is examined first.
+        pending.extend((child, [*path, str(key)]) for key, child in reversed(children))
     return "", None

@@ -115,9 +115,22 @@ def allowed_mask(allowed: np.ndarray | None, n_models: int) -> np.ndarray:
 def argmax_random_tie(
     scores: np.ndarray, allowed: np.ndarray, rng: np.random.Generator
 ) -> int:
-    """Return the index of the highest allowed score, breaking ties at random."""
-    masked = np.where(allowed, scores, -np.inf)
-    best = np.flatnonzero(masked == masked.max())
+    """Return the index of the highest allowed score, breaking ties at random.
+
+    Only allowed models are ever returned: NaN scores rank lowest, and when every
+    allowed score is minus infinity or NaN, an allowed model is drawn at random.
+    """
+    candidates = np.flatnonzero(allowed)
+    if len(candidates) == 0:
+        raise ValueError("No model is allowed; allow at least one model.")
+
+    values = ranked_scores(scores[candidates])
+    best = candidates[values == values.max()]
     if len(best) == 1:
         return int(best[0])
     return int(rng.choice(best))
+
+
+def ranked_scores(scores: np.ndarray) -> np.ndarray:
+    """Return ``scores`` with each NaN (0 times an infinite cost) as minus infinity."""
+    return np.where(np.isnan(scores), -np.inf, scores)

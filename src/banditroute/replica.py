@@ -154,6 +154,7 @@ class PosteriorReplica:
         self._outage_logged = False
         self._logged_skip_reasons: set[str] = set()
         self._snapshot_slot = 0
+        self._entries_added_seen = 0
         self._progress = asyncio.Event()
         self._lock = threading.Lock()
         self._task: asyncio.Task[None] | None = None
@@ -318,6 +319,7 @@ class PosteriorReplica:
     async def _read_once(self, *, block_ms: int) -> None:
         info = await self.store.stream_info()
         self._mark_available()
+        await self._check_reset(info)
         await self._check_trimmed(info)
         self.lag = self._estimate_lag(info)
 
@@ -485,6 +487,30 @@ class PosteriorReplica:
             self.last_event_id,
         )
 
+    async def _check_reset(self, info: StreamInfo) -> None:
+        """Store this posterior as the snapshot when the store lost its stream.
+
+        The count of entries ever added only falls when the stream was deleted, as
+        when Redis restarts without persistence. Processes that start afterwards
+        would then miss the lost events, so this process's posterior, which
+        contains them, becomes their starting point.
+        """
+        lost = info.entries_added < self._entries_added_seen
+        self._entries_added_seen = info.entries_added
+        if not lost or self.applied_events == 0:
+            return
+
+        logger.warning(
+            "The event stream in %s has fewer entries than before (%d): the store lost "
+            "data. Storing this process's posterior (%d events applied, up to %s) as "
+            "the snapshot that new processes start from.",
+            self.store.description,
+            info.entries_added,
+            self.applied_events,
+            self.last_event_id,
+        )
+        await self._save_snapshot()
+
     def _consumed_events(self) -> int:
         """Stream entries this replica's position covers, from the stream's start."""
         return self.applied_events + self.skipped_events + self.missed_events
@@ -521,7 +547,9 @@ class PosteriorReplica:
         if slot <= self._snapshot_slot:
             return
         self._snapshot_slot = slot
+        await self._save_snapshot()
 
+    async def _save_snapshot(self) -> None:
         last_event_id = self.last_event_id
         applied_events = self.applied_events
         metadata = {

@@ -8,9 +8,25 @@ from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validat
 
 from banditroute.feedback import FeedbackSource, RatingScale
 
+MAX_TOKENS = 10_000_000
+"""Largest token count accepted in feedback, far above any model's context window.
+
+One absurd count would skew a model's learned mean output length for good."""
+MAX_COST_USD = 10_000.0
+"""Largest cost of one call accepted in feedback."""
+MAX_LATENCY_MS = 86_400_000.0
+"""Largest latency accepted in feedback: one day."""
+
+
+REQUEST_CONFIG = ConfigDict(extra="forbid", strict=True, use_attribute_docstrings=True)
+"""Request bodies reject unknown fields and coerce no types; field notes document
+the schema."""
+
 
 class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(
+        extra="forbid", strict=True, use_attribute_docstrings=True
+    )
 
     role: str = Field(min_length=1)
     content: str
@@ -19,7 +35,9 @@ class ChatMessage(BaseModel):
 class RouteRequest(BaseModel):
     """A request to route; send exactly one of ``prompt`` and ``messages``."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(
+        extra="forbid", strict=True, use_attribute_docstrings=True
+    )
 
     prompt: str | None = None
     messages: list[ChatMessage] | None = None
@@ -35,6 +53,8 @@ class RouteRequest(BaseModel):
 
 
 class RouteResponse(BaseModel):
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
     decision_id: str
     model: str
     expected_cost_usd: float
@@ -66,16 +86,18 @@ RatingValue = Annotated[
 class FeedbackRequest(BaseModel):
     """The outcome of one routed request."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(
+        extra="forbid", strict=True, use_attribute_docstrings=True
+    )
 
     decision_id: str = Field(min_length=1, max_length=256)
     rating: RatingValue = None
     scale: RatingScale | None = Field(None, strict=False)
     source: FeedbackSource = Field(FeedbackSource.USER, strict=False)
-    input_tokens: int | None = Field(None, ge=0)
-    output_tokens: int | None = Field(None, ge=0)
-    cost_usd: float | None = Field(None, ge=0, allow_inf_nan=False)
-    latency_ms: float | None = Field(None, ge=0, allow_inf_nan=False)
+    input_tokens: int | None = Field(None, ge=0, le=MAX_TOKENS)
+    output_tokens: int | None = Field(None, ge=0, le=MAX_TOKENS)
+    cost_usd: float | None = Field(None, ge=0, le=MAX_COST_USD, allow_inf_nan=False)
+    latency_ms: float | None = Field(None, ge=0, le=MAX_LATENCY_MS, allow_inf_nan=False)
     error: bool = False
     """True for a failed call; without a rating, it counts as quality 0."""
 
@@ -90,6 +112,8 @@ class FeedbackRequest(BaseModel):
 
 
 class FeedbackResponse(BaseModel):
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
     accepted: bool
     duplicate: bool
     """True when feedback for this decision was already recorded; nothing changed."""
@@ -97,6 +121,8 @@ class FeedbackResponse(BaseModel):
 
 
 class ErrorResponse(BaseModel):
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
     error: str
     message: str
     field: str | None = None
@@ -105,4 +131,8 @@ class ErrorResponse(BaseModel):
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse} for status in (400, 404, 410, 413, 415, 422, 503)
+}
+"""Error responses of /feedback, and of the admin endpoints."""
+ROUTE_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorResponse} for status in (400, 413, 415, 422)
 }

@@ -12,6 +12,7 @@ from banditroute.policy import (
     WarmStartData,
     allowed_mask,
     argmax_random_tie,
+    ranked_scores,
 )
 from banditroute.posterior import DEFAULT_PRIOR, LinearPosteriors, PriorSettings
 
@@ -293,6 +294,6 @@ class ContextualThompsonSampling(Policy):
     ) -> float:
         if allowed.sum() == 1:
             return 1.0
-        scores = np.where(allowed, draws - penalty, -np.inf)
+        scores = np.where(allowed, ranked_scores(draws - penalty), -np.inf)
         wins = int((scores.argmax(axis=1) == chosen).sum())
         return max(wins, 1) / len(draws)
