@@ -21,9 +21,9 @@ probe can poll every process; closed-loop clients are split evenly between the p
 A private redis-server is started on a free port unless ``--redis-url`` is given. All
 traffic stays on 127.0.0.1.
 
-Servers run with ``--torch-threads`` (default 1) torch threads each, because on a small
-machine a second torch thread competes with the event loop, the load generator and
-Redis for the same cores. The encoder alone is measured with every available CPU.
+Servers run with the service's default torch threads (the CPUs divided by the server
+processes) unless ``--torch-threads`` sets them. The encoder alone is measured with
+every available CPU.
 Latencies depend on the rest of the machine's load, so the table also prints the load
 average and the server CPU time per request, which depends less on it.
 
@@ -457,8 +457,15 @@ class RedisProcess:
 
 
 def start_servers(
-    count: int, redis_url: str, namespace: str, folder: Path, torch_threads: int
+    count: int,
+    redis_url: str,
+    namespace: str,
+    folder: Path,
+    torch_threads: int | None,
 ) -> tuple[list[subprocess.Popen[bytes]], list[str]]:
+    if torch_threads is None:
+        # Like `banditroute serve --workers count`, which divides the CPUs.
+        torch_threads = max(1, (os.cpu_count() or 1) // count)
     config = folder / f"service-{namespace}.yaml"
     config.write_text(
         json.dumps(
@@ -467,7 +474,9 @@ def start_servers(
                 "redis_url": redis_url,
                 "redis_namespace": namespace,
                 "cost_weight": 10.0,
-                "torch_threads": torch_threads,
+                # Like `banditroute serve --workers count`, which divides the CPUs.
+                "torch_threads": torch_threads
+                or max(1, (os.cpu_count() or 1) // count),
             }
         )
     )
@@ -640,8 +649,9 @@ def parse_arguments() -> argparse.Namespace:
     parser.add_argument(
         "--torch-threads",
         type=int,
-        default=1,
-        help="Torch threads of each server process (the service setting).",
+        default=None,
+        help="Torch threads of each server process. Default: the service's, the "
+        "CPUs divided by the server processes.",
     )
     return parser.parse_args()
 

@@ -158,16 +158,7 @@ class FeedbackPayload:
 
         A None value is written as an empty field, so every event has the same fields.
         """
-        return {
-            "decision_id": self.decision_id.encode(),
-            "quality": _optional_number_bytes(self.quality),
-            "output_tokens": _optional_number_bytes(self.output_tokens),
-            "cost_usd": _optional_number_bytes(self.cost_usd),
-            "error": b"1" if self.error else b"0",
-            "source": self.source.encode(),
-            "latency_ms": _optional_number_bytes(self.latency_ms),
-            "received_at": _number_bytes(self.received_at),
-        }
+        return _feedback_fields(self)
 
 
 @dataclass(frozen=True)
@@ -249,14 +240,7 @@ class FeedbackEvent:
             "routed_at": _optional_number_bytes(self.routed_at),
             "cost_weight": _optional_number_bytes(self.cost_weight),
             "group": self.group.encode(),
-            "decision_id": self.decision_id.encode(),
-            "quality": _optional_number_bytes(self.quality),
-            "output_tokens": _optional_number_bytes(self.output_tokens),
-            "cost_usd": _optional_number_bytes(self.cost_usd),
-            "error": b"1" if self.error else b"0",
-            "source": self.source.encode(),
-            "latency_ms": _optional_number_bytes(self.latency_ms),
-            "received_at": _number_bytes(self.received_at),
+            **_feedback_fields(self),
         }
 
     @classmethod
@@ -503,6 +487,20 @@ def _coerce_fields(
             raise EventFormatError(
                 f"{name}={value!r} is invalid; give a number."
             ) from None
+
+
+def _feedback_fields(feedback: FeedbackPayload | FeedbackEvent) -> dict[str, bytes]:
+    """Encode the fields that the feedback request decides."""
+    return {
+        "decision_id": feedback.decision_id.encode(),
+        "quality": _optional_number_bytes(feedback.quality),
+        "output_tokens": _optional_number_bytes(feedback.output_tokens),
+        "cost_usd": _optional_number_bytes(feedback.cost_usd),
+        "error": b"1" if feedback.error else b"0",
+        "source": feedback.source.encode(),
+        "latency_ms": _optional_number_bytes(feedback.latency_ms),
+        "received_at": _number_bytes(feedback.received_at),
+    }
 
 
 def _check_feedback_values(feedback: FeedbackPayload | FeedbackEvent) -> None:

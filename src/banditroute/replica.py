@@ -76,7 +76,7 @@ class PosteriorReplica:
 
     Events are applied in a worker thread, so that a covariance refresh (tens of ms)
     never stalls the event loop. Only the replica may change the policy; other code
-    reads it through ``decide``, ``choose`` or ``reading``, which hold the lock that
+    reads it through ``decide``, ``run_locked`` or ``reading``, which hold the lock that
     every change holds.
     """
 
