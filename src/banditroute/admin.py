@@ -2,7 +2,7 @@
 
 Every change is a control event appended to the shared stream, so every server
 process applies it at the same position among the feedback events, and it survives
-restarts in the snapshots. An endpoint answers once the process that received it has
+restarts in the snapshots. An endpoint returns once the process that received it has
 applied the change. The endpoints need ``Authorization: Bearer <admin_key>``; without
 an ``admin_key`` setting they are off.
 """

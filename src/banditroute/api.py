@@ -584,8 +584,8 @@ def _build_context(
 
 
 async def _store_decision(service: Service, record: DecisionRecord) -> bool:
-    # While the replica knows the store is down, routing does not wait for a timeout
-    # on every request; the replica's retries find out when it is back.
+    # While the replica finds the store down, routing does not wait for a timeout on
+    # every request. The replica's retries detect when the store is back.
     if not service.replica.store_available:
         _log_outage(service, "Decision %s was not stored", record.decision_id)
         return False

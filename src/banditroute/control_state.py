@@ -3,7 +3,7 @@
 Feedback events move the budget pacer, the model breakers and the rollout statistics.
 Control events change the budget target and the rollout. Because the state changes
 only through events, in stream order and with the events' own timestamps, every
-process that applies the same stream holds the same state, and it is snapshotted
+process that applies the same stream ends in the same state, and it is snapshotted
 with the posterior.
 
 Which requests a half-open model receives is a routing fact, not an event, so each
@@ -44,10 +44,10 @@ class RolloutSetting:
 class ControlState:
     """The budget pacer, the model breakers and the rollout of one routing service.
 
-    ``cost_target_usd`` is the initial target mean cost per request (None: the cost
-    weight stays fixed), ``pacer_options`` further ``BudgetPacer`` arguments,
-    ``health`` the breaker settings (None: no model is ever cooled down) and
-    ``rollout`` the initial rollout (None: the bandit routes every request).
+    ``cost_target_usd`` is the initial target mean cost per request; None keeps the
+    cost weight fixed. ``pacer_options`` are further ``BudgetPacer`` arguments.
+    ``health`` sets the breakers; None never cools a model down. ``rollout`` is the
+    initial rollout; None lets the bandit route every request.
     """
 
     def __init__(
@@ -112,8 +112,8 @@ class ControlState:
             self.pacer.observe(cost_usd, event.received_at)
 
         if self.health is not None:
-            # The probe count follows answered probes, which are events; routed
-            # probes are limited by each process's ProbeBudget.
+            # The shared probe count follows probes with feedback, because only
+            # those are events. Each process's ProbeBudget limits routed probes.
             routed_at = event.routed_at
             if routed_at is None:
                 routed_at = event.received_at

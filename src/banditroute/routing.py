@@ -28,7 +28,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class RoutingRequest:
-    """What one request asks of the router, once its prompt is embedded."""
+    """The inputs of one routing decision, once the prompt is embedded."""
 
     context: np.ndarray
     input_tokens: int
