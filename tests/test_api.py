@@ -570,3 +570,20 @@ def test_implausible_usage_is_422(client, field, value):
 
     assert response.status_code == 422
     assert response.json()["field"] == field
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "error"),
+    [
+        ("GET", "/no-such-endpoint", 404, "not_found"),
+        ("GET", "/route", 405, "method_not_allowed"),
+    ],
+)
+def test_unknown_path_or_method_uses_the_error_format(
+    client, method, path, status, error
+):
+    response = client.request(method, path)
+
+    assert response.status_code == status
+    assert response.json()["error"] == error
+    assert path in response.json()["message"]

@@ -181,3 +181,10 @@ def test_feedback_503_raises_with_retry_after(tmp_path, private_redis, encoder):
 
     assert raised.value.status_code == 503
     assert raised.value.retry_after == 1.0
+
+
+def test_non_finite_number_raises_service_error(client):
+    with pytest.raises(ServiceError, match="finite") as raised:
+        client.route(PROMPT, cost_weight=float("nan"))
+
+    assert raised.value.status_code is None

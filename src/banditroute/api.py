@@ -27,6 +27,7 @@ from fastapi import FastAPI, Query, Request, Response
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from banditroute.admin import add_admin_endpoints
@@ -104,6 +105,22 @@ def error_response(error: Exception, request: Request | None = None) -> JSONResp
 
 async def _handle_error(request: Request, error: Exception) -> JSONResponse:
     return error_response(error, request)
+
+
+async def _handle_http_error(request: Request, error: Exception) -> JSONResponse:
+    """Answer an unknown path or method in the service's error format."""
+    assert isinstance(error, StarletteHTTPException)
+    codes = {404: "not_found", 405: "method_not_allowed"}
+    body = ErrorResponse(
+        error=codes.get(error.status_code, "http_error"),
+        message=f"{request.method} {request.url.path}: {error.detail}. See /docs for "
+        "the endpoints and their methods.",
+    )
+    return JSONResponse(
+        body.model_dump(),
+        status_code=error.status_code,
+        headers=getattr(error, "headers", None),
+    )
 
 
 def _validation_error_body(error: RequestValidationError) -> ErrorResponse:
@@ -442,6 +459,7 @@ def create_app(
         app.add_exception_handler(error_class, _handle_error)
     app.add_exception_handler(UnknownModelError, _handle_error)
     app.add_exception_handler(EmptyPromptError, _handle_error)
+    app.add_exception_handler(StarletteHTTPException, _handle_http_error)
     app.add_middleware(RequestLogMiddleware)
 
     _add_routing_endpoints(app)

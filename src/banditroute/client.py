@@ -144,6 +144,13 @@ def _retry_delay(error: ServiceError, attempt: int) -> float | None:
     return min(delay, MAX_RETRY_DELAY_SECONDS)
 
 
+def _encoding_error(error: ValueError, path: str) -> ServiceError:
+    # httpx encodes JSON without NaN or Infinity, which the service rejects too.
+    return ServiceError(
+        f"The request to {path} cannot be sent as JSON ({error}); pass finite numbers."
+    )
+
+
 def _connection_error(error: httpx.HTTPError, path: str) -> ServiceError:
     return ServiceError(
         f"Request to {path} failed: {error!r}; check that the service is running "
@@ -256,6 +263,8 @@ class BanditRouteClient:
             response = self._http.request(method, path, **kwargs)
         except httpx.HTTPError as error:
             raise _connection_error(error, path) from error
+        except ValueError as error:
+            raise _encoding_error(error, path) from error
         return parse_response(response)
 
 
@@ -366,4 +375,6 @@ class AsyncBanditRouteClient:
             response = await self._http.request(method, path, **kwargs)
         except httpx.HTTPError as error:
             raise _connection_error(error, path) from error
+        except ValueError as error:
+            raise _encoding_error(error, path) from error
         return parse_response(response)
