@@ -287,7 +287,7 @@ def test_metrics_sum_over_workers_sharing_a_port(redis_url, namespace, tmp_path)
             {
                 "catalog": CATALOG,
                 "redis_url": redis_url,
-                "redis_namespace": f"{namespace}-metrics",
+                "redis_namespace": f"{namespace}:metrics",
                 "torch_threads": 1,
             }
         )
