@@ -20,6 +20,7 @@ PROMPT = "Write a Python function that returns the n-th Fibonacci number."
 MAX_BODY_BYTES = 4096
 MAX_PROMPT_CHARS = 500
 APPLY_TIMEOUT_SECONDS = 10.0
+JSON = {"content-type": "application/json"}
 
 
 def write_settings(
@@ -587,3 +588,27 @@ def test_unknown_path_or_method_uses_the_error_format(
     assert response.status_code == status
     assert response.json()["error"] == error
     assert path in response.json()["message"]
+
+
+def test_rejected_feedback_is_counted_however_it_fails(client):
+    decision = route(client)
+    client.post("/feedback", content=b"{not json", headers=JSON)
+    client.post("/feedback", json={"decision_id": 5})
+    client.post(
+        "/feedback",
+        json={"decision_id": decision["decision_id"], "rating": 9, "scale": "thumbs"},
+    )
+
+    rejected = client.get("/stats").json()["feedback"]["rejected"]
+
+    assert rejected == 3
+
+
+def test_docs_requests_are_counted_under_their_path(client):
+    client.get("/openapi.json")
+    client.get("/no-such-endpoint")
+
+    metrics = client.get("/metrics").text
+
+    assert 'route="/openapi.json",status="200"' in metrics
+    assert 'route="unmatched",status="404"' in metrics

@@ -35,7 +35,7 @@ from banditroute.batcher import EncodingBatcher
 from banditroute.catalog import Catalog
 from banditroute.control_state import ControlState
 from banditroute.encoder import Encoder
-from banditroute.errors import BanditRouteError, EmptyPromptError, UnknownModelError
+from banditroute.errors import EmptyPromptError, UnknownModelError
 from banditroute.events import DecisionRecord, new_decision_id
 from banditroute.features import FeatureBuilder
 from banditroute.feedback import (
@@ -104,6 +104,12 @@ def error_response(error: Exception, request: Request | None = None) -> JSONResp
 
 
 async def _handle_error(request: Request, error: Exception) -> JSONResponse:
+    # Feedback that fails before the endpoint runs (body parsing and validation) is
+    # counted here; the endpoint counts its own rejections and marks the request.
+    service = getattr(request.app.state, "service", None)
+    counted = getattr(request.state, "feedback_counted", False)
+    if request.url.path == "/feedback" and service is not None and not counted:
+        _count_rejected_feedback(service, error, source="unknown")
     return error_response(error, request)
 
 
@@ -397,7 +403,12 @@ class RequestLogMiddleware:
 
     def _record(self, scope: Scope, status: int, seconds: float) -> None:
         route = scope.get("route")
-        route_path = getattr(route, "path", "unmatched")
+        route_path = getattr(route, "path", None)
+        if route_path is None:
+            # FastAPI's /docs and /openapi.json routes leave no route in the scope.
+            # Paths that were not found share one label, so that scans of random
+            # paths cannot add label values without bound.
+            route_path = "unmatched" if status == 404 else scope["path"]
         state: Mapping[str, Any] = scope.get("state", {})
 
         service: Service | None = getattr(scope["app"].state, "service", None)
@@ -487,7 +498,11 @@ def _add_routing_endpoints(app: FastAPI) -> None:
     async def feedback(body: FeedbackRequest, request: Request) -> FeedbackResponse:
         """Record the quality, usage or failure of one routed request, at most once."""
         service: Service = request.app.state.service
-        return await record_feedback(service, body)
+        try:
+            return await record_feedback(service, body)
+        except (RequestError, StoreUnavailable):
+            request.state.feedback_counted = True
+            raise
 
 
 async def route_request(service: Service, body: RouteRequest) -> RouteResponse:
@@ -679,10 +694,7 @@ async def record_feedback(service: Service, body: FeedbackRequest) -> FeedbackRe
                 body.decision_id,
                 error,
             )
-        service.stats.feedback_rejected += 1
-        service.metrics.feedback.labels(
-            source=source, outcome=_feedback_outcome(error)
-        ).inc()
+        _count_rejected_feedback(service, error, source)
         raise
 
     stats = service.stats
@@ -701,7 +713,14 @@ async def record_feedback(service: Service, body: FeedbackRequest) -> FeedbackRe
     )
 
 
-def _feedback_outcome(error: BanditRouteError) -> str:
+def _count_rejected_feedback(service: Service, error: Exception, source: str) -> None:
+    service.stats.feedback_rejected += 1
+    service.metrics.feedback.labels(
+        source=source, outcome=_feedback_outcome(error)
+    ).inc()
+
+
+def _feedback_outcome(error: Exception) -> str:
     if isinstance(error, StoreUnavailable):
         return "unavailable"
     outcomes = {404: "not_found", 410: "expired"}
