@@ -16,6 +16,9 @@ import yaml
 from fastapi.testclient import TestClient
 
 from banditroute.api import create_app
+from banditroute.catalog import Catalog, ModelSpec
+from banditroute.control_state import ControlState
+from banditroute.health import HealthSettings
 from banditroute.settings import load_settings
 
 CATALOG = [
@@ -360,3 +363,16 @@ def test_forgetting_follows_a_quality_drop(
 
     # Without forgetting, the estimate would stay near the mean rating of 0.5.
     assert estimate < 0.25
+
+
+def test_snapshot_restores_across_health_settings():
+    catalog = Catalog([ModelSpec("a", 1.0, 1.0), ModelSpec("b", 1.0, 1.0)])
+    without_health = ControlState(catalog).snapshot()
+    small_window = HealthSettings(window=5, min_window_requests=5)
+    other_window = ControlState(catalog, health=small_window).snapshot()
+
+    restored = ControlState(catalog, health=HealthSettings())
+    restored.restore(without_health)
+    restored.restore(other_window)
+
+    assert restored.healthy(0.0).all()

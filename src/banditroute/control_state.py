@@ -240,10 +240,7 @@ class ControlState:
         self.rollout_share, self.default_model = float(share), int(default_model)
         self.rollout_stats.restore(_unprefixed("rollout", state))
         if self.health is not None:
-            health = _unprefixed("health", state)
-            while self.health.n_models < len(health["state"]):
-                self.health.add_model()
-            self.health.restore(health)
+            self._restore_health(_unprefixed("health", state))
 
         if "budget.target" not in state:
             self.pacer = None
@@ -253,6 +250,24 @@ class ControlState:
             float(target), initial_weight=float(initial_weight), **self.pacer_options
         )
         self.pacer.restore(_unprefixed("budget", state))
+
+    def _restore_health(self, state: dict[str, np.ndarray]) -> None:
+        # Health settings are not part of the store's namespace, so a snapshot may
+        # come from processes without breakers or with another window size. The
+        # breakers then start closed, which only forgets recent errors.
+        assert self.health is not None
+        if not state:
+            return
+        while self.health.n_models < len(state["state"]):
+            self.health.add_model()
+        try:
+            self.health.restore(state)
+        except ConfigError as error:
+            logger.warning(
+                "The snapshot's model breakers do not fit the health settings (%s); "
+                "every breaker starts closed.",
+                error,
+            )
 
 
 class ProbeBudget:
