@@ -205,21 +205,35 @@ def test_budget_target_moves_the_cost_weight_of_every_worker(apps):
 # Failing models
 
 
-def test_failing_model_is_cooled_down_then_probed(apps, clock):
-    first, second = apps
-    last_event = ""
-    for index in range(5):
-        decision = route(first, index, allowed_models=["frontier"])
-        last_event = feedback(first, decision["decision_id"], error=True)["event_id"]
-    wait_applied(apps, last_event)
+def test_failing_model_is_cooled_down_then_probed(
+    tmp_path, redis_url, redis_namespace, encoder
+):
+    # Breakers run on the store's clock, so this test runs on real time.
+    config = write_settings(
+        tmp_path, redis_url, redis_namespace, health={"cooldown_seconds": 3.0}
+    )
+    settings = load_settings(config)
+    with ExitStack() as stack:
+        first, second = (
+            stack.enter_context(TestClient(create_app(settings, encoder=encoder)))
+            for _ in range(2)
+        )
+        last_event = ""
+        for index in range(5):
+            decision = route(first, index, allowed_models=["frontier"])
+            last_event = feedback(first, decision["decision_id"], error=True)[
+                "event_id"
+            ]
+        wait_applied([first, second], last_event)
 
-    breakers = controls(second)["breakers"]
-    chosen = {route(second, index)["model"] for index in range(20)}
-    clock.now += COOLDOWN_SECONDS + 1
-    probing = controls(second)["breakers"]["frontier"]["state"]
-    probe = route(second, 50, allowed_models=["frontier", "mid"])
-    probe_event = feedback(second, probe["decision_id"], rating=1, scale="thumbs")
-    wait_applied(apps, probe_event["event_id"])
+        breakers = controls(second)["breakers"]
+        chosen = {route(second, index)["model"] for index in range(10)}
+        time.sleep(max(0.0, breakers["frontier"]["cooldown_ends_at"] - time.time()))
+        probing = controls(second)["breakers"]["frontier"]["state"]
+        probe = route(second, 50, allowed_models=["frontier", "mid"])
+        answer = feedback(second, probe["decision_id"], rating=1, scale="thumbs")
+        wait_applied([first, second], answer["event_id"])
+        after_probe = controls(first)["breakers"]["frontier"]["state"]
 
     assert breakers["frontier"]["state"] == "open"
     assert breakers["frontier"]["times_opened"] == 1
@@ -227,7 +241,7 @@ def test_failing_model_is_cooled_down_then_probed(apps, clock):
     assert probing == "half_open"
     assert probe["model"] in ("frontier", "mid")
     if probe["model"] == "frontier":
-        assert controls(first)["breakers"]["frontier"]["state"] == "closed"
+        assert after_probe == "closed"
 
 
 # Gradual rollout
@@ -376,3 +390,47 @@ def test_snapshot_restores_across_health_settings():
     restored.restore(other_window)
 
     assert restored.healthy(0.0).all()
+
+
+def test_budget_of_a_new_stream_reaches_every_process(
+    tmp_path, redis_url, redis_namespace, encoder
+):
+    budget = {"target_cost_usd": 2e-5, "warmup_requests": 4, "learning_rate": 0.3}
+    with_budget = load_settings(
+        write_settings(
+            tmp_path, redis_url, redis_namespace, budget=budget, snapshot_every=5
+        )
+    )
+    other = tmp_path / "other"
+    other.mkdir()
+    without_budget = load_settings(
+        write_settings(other, redis_url, redis_namespace, snapshot_every=5)
+    )
+    with ExitStack() as stack:
+        first = stack.enter_context(
+            TestClient(create_app(with_budget, encoder=encoder))
+        )
+        second = stack.enter_context(
+            TestClient(create_app(without_budget, encoder=encoder))
+        )
+        last_event = ""
+        for index in range(12):
+            decision = route(second, index)
+            last_event = feedback(
+                second, decision["decision_id"], rating=1, scale="thumbs", cost_usd=0.01
+            )["event_id"]
+        wait_applied([first, second], last_event)
+        digests = {
+            c.get("/stats").json()["posterior"]["digest"] for c in (first, second)
+        }
+        weights = {controls(c)["cost_weight"] for c in (first, second)}
+
+        # A process without a budget in its file restores the snapshot's budget.
+        with TestClient(create_app(without_budget, encoder=encoder)) as third:
+            wait_applied([third], last_event)
+            restored = controls(third)
+
+    assert len(digests) == 1
+    assert len(weights) == 1
+    assert restored["budget"]["target_cost_usd"] == 2e-5
+    assert restored["cost_weight"] in weights

@@ -118,7 +118,11 @@ def add_admin_endpoints(app: FastAPI) -> None:
     async def set_budget(body: BudgetChange, request: Request) -> dict[str, Any]:
         """Set the target mean cost per request, which the cost weight then tracks."""
         service = _authorized_service(request)
-        arguments = {"target_cost_usd": body.target_cost_usd}
+        # The pacer settings travel with the target, so every process paces alike.
+        arguments = {
+            "target_cost_usd": body.target_cost_usd,
+            **service.settings.budget.pacer_options(),
+        }
         return await _apply(service, ControlEvent("set_budget", arguments))
 
     @app.put("/admin/rollout", responses=ADMIN_ERROR_RESPONSES)
@@ -223,7 +227,8 @@ def _reload_events(service: Service) -> list[ControlEvent]:
     target = settings.budget.target_cost_usd
     current_target = None if controls.pacer is None else controls.pacer.target_cost_usd
     if target != current_target:
-        events.append(ControlEvent("set_budget", {"target_cost_usd": target}))
+        arguments = {"target_cost_usd": target, **settings.budget.pacer_options()}
+        events.append(ControlEvent("set_budget", arguments))
 
     rollout = settings.rollout
     _check_rollout(service, rollout.share, rollout.default_model)

@@ -59,11 +59,19 @@ from banditroute.schemas import (
     RouteResponse,
 )
 from banditroute.settings import ServiceSettings, load_settings
-from banditroute.store import MemoryStore, RedisStore, Store, StoreUnavailable
+from banditroute.store import (
+    STREAM_START_ID,
+    MemoryStore,
+    RedisStore,
+    Store,
+    StoreUnavailable,
+)
 
 logger = logging.getLogger(__name__)
 
 REPLICA_STOP_TIMEOUT_SECONDS = 2.0
+SEED_WAIT_SECONDS = 5.0
+"""Time a new service waits to apply the budget and rollout events it stored."""
 GAUGE_UPDATE_SECONDS = 1.0
 """Interval at which each process refreshes its posterior gauges."""
 
@@ -271,6 +279,7 @@ async def start_service(
         policy, store, snapshot_every=settings.snapshot_every, controls=controls
     )
     await replica.start()
+    await _seed_controls(settings, store, replica, clock())
     router = Router(
         controls,
         default_cost_weight=settings.cost_weight,
@@ -309,6 +318,32 @@ async def start_service(
     _freeze_startup_objects()
     _log_start(service)
     return service
+
+
+async def _seed_controls(
+    settings: ServiceSettings, store: Store, replica: PosteriorReplica, now: float
+) -> None:
+    """Put the settings file's budget and rollout into a new, empty event stream.
+
+    Later starts leave them to the shared state, which the admin endpoints change.
+    Processes that start together on an empty stream may each append them, which
+    changes nothing, because every process applies the same events.
+    """
+    if not replica.store_available or replica.last_event_id != STREAM_START_ID:
+        return
+    try:
+        if (await store.stream_info()).entries_added > 0:
+            return
+        event_id = None
+        for event in settings.initial_control_events(now):
+            event_id = await store.append_control(event)
+    except StoreUnavailable as error:
+        logger.warning(
+            "The budget and rollout of the settings were not stored: %s", error
+        )
+        return
+    if event_id is not None:
+        await replica.wait_for(event_id, SEED_WAIT_SECONDS)
 
 
 def _router_seed(seed: int | None) -> list[int] | None:

@@ -32,6 +32,9 @@ logger = logging.getLogger(__name__)
 
 _NO_MODEL = -1
 
+PACER_OPTIONS = ("warmup_requests", "learning_rate")
+"""Pacer settings that a set_budget event carries, so every process uses the same."""
+
 
 @dataclass(frozen=True)
 class RolloutSetting:
@@ -55,7 +58,7 @@ class ControlState:
         catalog: Catalog,
         *,
         cost_target_usd: float | None = None,
-        pacer_options: Mapping[str, float] | None = None,
+        pacer_options: Mapping[str, Any] | None = None,
         health: HealthSettings | None = None,
         rollout: RolloutSetting | None = None,
     ) -> None:
@@ -105,22 +108,23 @@ class ControlState:
             self.health.add_model()
 
     def observe_feedback(
-        self, event: FeedbackEvent, model: int, cost_usd: float | None
+        self, event: FeedbackEvent, model: int, cost_usd: float | None, now: float
     ) -> None:
-        """Update the pacer, the breaker of ``model`` and the rollout statistics."""
+        """Update the pacer, the breaker of ``model`` and the rollout statistics.
+
+        ``now`` is the event's time in the stream, which never decreases along it.
+        Clocks of the processes that stamp ``received_at`` can disagree, so it is not
+        used here.
+        """
         if self.pacer is not None and cost_usd is not None:
-            self.pacer.observe(cost_usd, event.received_at)
+            self.pacer.observe(cost_usd, now)
 
         if self.health is not None:
             # The shared probe count follows probes with feedback, because only
             # those are events. Each process's ProbeBudget limits routed probes.
-            routed_at = event.routed_at
-            if routed_at is None:
-                routed_at = event.received_at
+            routed_at = now if event.routed_at is None else min(event.routed_at, now)
             self.health.record_route(model, routed_at)
-            self.health.record_outcome(
-                model, event.error, event.received_at, routed_at=routed_at
-            )
+            self.health.record_outcome(model, event.error, now, routed_at=routed_at)
 
         if event.quality is not None and cost_usd is not None:
             weight = 0.0 if event.cost_weight is None else event.cost_weight
@@ -131,7 +135,10 @@ class ControlState:
         """Apply a ``set_budget`` or ``set_rollout`` control event."""
         arguments = event.arguments
         if event.action == "set_budget":
-            self._set_budget(arguments.get("target_cost_usd"))
+            options = {
+                name: arguments[name] for name in PACER_OPTIONS if name in arguments
+            }
+            self._set_budget(arguments.get("target_cost_usd"), options)
         elif event.action == "set_rollout":
             share = arguments.get("share")
             default_model = arguments.get("default_model")
@@ -142,16 +149,18 @@ class ControlState:
             self.rollout_stats = RolloutStats()
         logger.info("Applied control event %s %s", event.action, dict(arguments))
 
-    def _set_budget(self, target: float | None) -> None:
+    def _set_budget(
+        self, target: float | None, options: Mapping[str, Any] | None = None
+    ) -> None:
+        """Set the target; ``options`` from the event override ``pacer_options``."""
         if target is None:
             self.pacer = None
             return
 
         # A new target keeps the current weight as its starting point.
         weight = None if self.pacer is None else self.pacer.weight
-        self.pacer = BudgetPacer(
-            float(target), initial_weight=weight, **self.pacer_options
-        )
+        merged = {**self.pacer_options, **(options or {})}
+        self.pacer = BudgetPacer(float(target), initial_weight=weight, **merged)
 
     def _set_rollout(self, share: float, default_model: str) -> None:
         if not (math.isfinite(share) and 0.0 <= share <= 1.0):
@@ -229,7 +238,12 @@ class ControlState:
             # The initial weight sets the pacer's weight bounds, so it is kept too.
             pacer = self.pacer
             state["budget.target"] = np.array(
-                [pacer.target_cost_usd, pacer.initial_weight]
+                [
+                    pacer.target_cost_usd,
+                    pacer.initial_weight,
+                    pacer.warmup_requests,
+                    pacer.learning_rate,
+                ]
             )
             state.update(_prefixed("budget", self.pacer.snapshot()))
         return state
@@ -245,9 +259,12 @@ class ControlState:
         if "budget.target" not in state:
             self.pacer = None
             return
-        target, initial_weight = state["budget.target"]
+        target, initial_weight, warmup, learning_rate = state["budget.target"]
         self.pacer = BudgetPacer(
-            float(target), initial_weight=float(initial_weight), **self.pacer_options
+            float(target),
+            initial_weight=float(initial_weight),
+            warmup_requests=int(warmup),
+            learning_rate=float(learning_rate),
         )
         self.pacer.restore(_unprefixed("budget", state))
 

@@ -357,7 +357,7 @@ class PosteriorReplica:
                     skip_reason = self._try_control(event)
                 elif skip_reason is None:
                     assert isinstance(event, FeedbackEvent)
-                    self._apply_event(event)
+                    skip_reason = self._try_feedback(event, event_id)
                 if skip_reason is None:
                     self.applied_events += 1
                 self.last_event_id = event_id
@@ -380,6 +380,16 @@ class PosteriorReplica:
                 f"its context has {event.context.shape[0]} values and the policy "
                 f"expects {dimension}"
             )
+        return None
+
+    def _try_feedback(self, event: FeedbackEvent, event_id: str) -> str | None:
+        # Every process fails the same way on the same entry, so skipping it keeps
+        # them equal, where retrying it would stop learning for good.
+        try:
+            self._apply_event(event, stream_time(event_id))
+        except (BanditRouteError, ValueError, IndexError) as error:
+            logger.exception("Applying stream entry %s failed", event_id)
+            return f"applying it failed: {type(error).__name__}: {error}"
         return None
 
     def _try_control(self, event: ControlEvent) -> str | None:
@@ -438,7 +448,7 @@ class PosteriorReplica:
             self.controls.apply_control(event)
         logger.info("Applied control event %s %s", event.action, dict(arguments))
 
-    def _apply_event(self, event: FeedbackEvent) -> None:
+    def _apply_event(self, event: FeedbackEvent, now: float) -> None:
         model_index = self.policy.catalog.index(event.model)
         quality = event.quality
         if quality is None and event.error:
@@ -447,7 +457,7 @@ class PosteriorReplica:
 
         if self.controls is not None:
             cost = event_cost_usd(event, self.policy.catalog)
-            self.controls.observe_feedback(event, model_index, cost)
+            self.controls.observe_feedback(event, model_index, cost, now)
 
         if quality is None:
             if event.output_tokens is not None:
@@ -594,12 +604,7 @@ class PosteriorReplica:
             for key, value in state.items()
             if key.startswith(_CONTROLS_PREFIX)
         }
-        learned = {
-            key: value
-            for key, value in state.items()
-            if not key.startswith(_CONTROLS_PREFIX)
-        }
-        restore_policy_state(self.policy, learned)
+        restore_policy_state(self.policy, _learned_part(state))
         if self.controls is not None:
             self.controls.restore(controls)
 
@@ -640,6 +645,19 @@ class PosteriorReplica:
                 self.last_event_id,
                 self.retry_max_seconds,
             )
+
+
+def _learned_part(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {
+        key: value
+        for key, value in state.items()
+        if not key.startswith(_CONTROLS_PREFIX)
+    }
+
+
+def stream_time(event_id: str) -> float:
+    """Return the time in Unix seconds at which the store added entry ``event_id``."""
+    return stream_id_order(event_id)[0] / 1000
 
 
 def policy_state(policy: ContextualThompsonSampling) -> dict[str, np.ndarray]:
@@ -750,6 +768,10 @@ def _pending_counts_key(key: str) -> str | None:
 def _check_state_fits(
     state: dict[str, np.ndarray], current: dict[str, np.ndarray]
 ) -> None:
+    # The control state's arrays depend on the budget and breakers in force, which
+    # the snapshot sets, so ControlState.restore checks them instead.
+    state = _learned_part(state)
+    current = _learned_part(current)
     missing = sorted(set(current) - set(state))
     unexpected = sorted(set(state) - set(current))
     if missing or unexpected:

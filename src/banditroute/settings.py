@@ -37,6 +37,7 @@ from banditroute.catalog import Catalog, ModelSpec
 from banditroute.control_state import ControlState, RolloutSetting
 from banditroute.encoder import DEFAULT_ENCODER_MODEL, available_cpu_count
 from banditroute.errors import ConfigError
+from banditroute.events import ControlEvent
 from banditroute.features import FeatureSpec
 from banditroute.health import HealthSettings
 from banditroute.pacing import DEFAULT_LEARNING_RATE, DEFAULT_WARMUP_REQUESTS
@@ -71,7 +72,7 @@ class BudgetConfig(BaseModel):
     learning_rate: float = Field(DEFAULT_LEARNING_RATE, gt=0, allow_inf_nan=False)
     """Step of the log weight per request whose cost is one target off."""
 
-    def pacer_options(self) -> dict[str, float]:
+    def pacer_options(self) -> dict[str, Any]:
         return {
             "warmup_requests": self.warmup_requests,
             "learning_rate": self.learning_rate,
@@ -244,14 +245,34 @@ class ServiceSettings(BaseSettings):
         )
 
     def build_controls(self, catalog: Catalog) -> ControlState:
-        """Return the initial budget, health and rollout state of ``catalog``."""
+        """Return the control state of ``catalog`` before any event: no budget, no
+        rollout, and the breakers of these settings.
+
+        Every process starts from this state and applies the same events, so they
+        agree whatever their own settings files say about the budget and rollout;
+        ``initial_control_events`` brings those into a new stream.
+        """
         return ControlState(
             catalog,
-            cost_target_usd=self.budget.target_cost_usd,
             pacer_options=self.budget.pacer_options(),
             health=self.health.to_settings(),
-            rollout=self.rollout.to_setting(),
         )
+
+    def initial_control_events(self, issued_at: float) -> list[ControlEvent]:
+        """Return the control events that set this file's budget and rollout."""
+        events = []
+        if self.budget.target_cost_usd is not None:
+            arguments = {
+                "target_cost_usd": self.budget.target_cost_usd,
+                **self.budget.pacer_options(),
+            }
+            events.append(ControlEvent("set_budget", arguments, issued_at))
+
+        rollout = self.rollout.to_setting()
+        if rollout is not None:
+            change = {"share": rollout.share, "default_model": rollout.default_model}
+            events.append(ControlEvent("set_rollout", change, issued_at))
+        return events
 
     def resolved_torch_threads(self) -> int:
         """Return the torch thread count of one process."""
