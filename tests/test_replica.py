@@ -18,7 +18,8 @@ import redis.asyncio
 from stored_events import append_event, payload_of
 
 from banditroute.catalog import Catalog, ModelSpec
-from banditroute.events import FeedbackEvent, new_decision_id
+from banditroute.control_state import ControlState
+from banditroute.events import ControlEvent, FeedbackEvent, new_decision_id
 from banditroute.policies.thompson import ContextualThompsonSampling
 from banditroute.replica import (
     PosteriorReplica,
@@ -638,3 +639,22 @@ async def eventually_async(read, timeout: float):
             return result
         await asyncio.sleep(0.05)
     return None
+
+
+async def test_skipped_control_event_keeps_its_reason(store_factory):
+    store = store_factory()
+    controls = ControlState(CATALOG)
+    replica = PosteriorReplica(make_policy(), store, block_ms=100, controls=controls)
+    await replica.start()
+    name = CATALOG.names[0]
+    event_id = await store.append_control(
+        ControlEvent(
+            "add_model",
+            {"name": name, "input_usd_per_mtok": 1.0, "output_usd_per_mtok": 1.0},
+        )
+    )
+    await replica.wait_for(event_id, WAIT_SECONDS)
+    await replica.stop()
+
+    assert "already has" in replica.recent_skips[event_id]
+    assert replica.skipped_events == 1

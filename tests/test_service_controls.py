@@ -40,6 +40,7 @@ NEW_MODEL = {
     "output_usd_per_mtok": 0.05,
 }
 NEGATIVE_PRICE = {**NEW_MODEL, "input_usd_per_mtok": -1}
+HUGE_PRICE = {**NEW_MODEL, "input_usd_per_mtok": 1e308}
 WAIT_SECONDS = 10.0
 COOLDOWN_SECONDS = 30.0
 
@@ -164,6 +165,8 @@ def test_admin_endpoints_are_off_without_a_key(tmp_path, redis_url, redis_namesp
         ("/admin/models", {**NEW_MODEL, "name": "mid"}, 422, "name"),
         ("/admin/models", NEGATIVE_PRICE, 422, "input_usd_per_mtok"),
         ("/admin/models/gpt-9/disable", None, 404, "name"),
+        ("/admin/budget", {"target_cost_usd": 1e-300}, 422, "target_cost_usd"),
+        ("/admin/models", HUGE_PRICE, 422, "input_usd_per_mtok"),
     ],
 )  # fmt: skip
 def test_invalid_admin_change_names_the_field(apps, path, body, status, field):
@@ -434,3 +437,34 @@ def test_budget_of_a_new_stream_reaches_every_process(
     assert len(weights) == 1
     assert restored["budget"]["target_cost_usd"] == 2e-5
     assert restored["cost_weight"] in weights
+
+
+def test_rollout_default_model_stays_enabled(apps):
+    first, _ = apps
+    first.put(
+        "/admin/rollout", json={"share": 0.5, "default_model": "mid"}, headers=AUTH
+    )
+    disable_default = first.post("/admin/models/mid/disable", headers=AUTH)
+    first.post("/admin/models/open-small/disable", headers=AUTH)
+    to_disabled = first.put(
+        "/admin/rollout",
+        json={"share": 0.5, "default_model": "open-small"},
+        headers=AUTH,
+    )
+
+    assert disable_default.status_code == 422
+    assert disable_default.json()["field"] == "name"
+    assert to_disabled.status_code == 422
+    assert "disabled" in to_disabled.json()["message"]
+
+
+def test_reload_may_make_a_new_model_the_rollout_default(apps, config):
+    content = yaml.safe_load(config.read_text())
+    content["catalog"] = [*CATALOG, NEW_MODEL]
+    content["rollout"] = {"share": 0.3, "default_model": NEW_MODEL["name"]}
+    config.write_text(yaml.safe_dump(content))
+
+    response = apps[0].post("/admin/reload", headers=AUTH)
+
+    assert response.status_code == 200, response.text
+    assert controls(apps[0])["rollout"]["default_model"] == NEW_MODEL["name"]

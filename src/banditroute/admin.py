@@ -19,13 +19,18 @@ from pydantic import BaseModel, ConfigDict, Field
 from banditroute.errors import BanditRouteError
 from banditroute.events import ControlEvent
 from banditroute.feedback import InvalidFieldError, RequestError
-from banditroute.schemas import ERROR_RESPONSES
+from banditroute.schemas import ERROR_RESPONSES, MAX_COST_USD
 from banditroute.settings import load_settings
 
 if TYPE_CHECKING:
     from banditroute.api import Service
 
 logger = logging.getLogger(__name__)
+
+MAX_PRICE = 10_000.0
+"""Highest list price accepted, in USD per million tokens."""
+MIN_TARGET_COST_USD = 1e-9
+"""Lowest target mean cost per request: a billionth of a USD."""
 
 APPLY_TIMEOUT_SECONDS = 5.0
 """Time an endpoint waits for its own process to apply the change it appended."""
@@ -34,6 +39,7 @@ ADMIN_ERROR_RESPONSES = {
     **ERROR_RESPONSES,
     401: ERROR_RESPONSES[400],
     403: ERROR_RESPONSES[400],
+    409: ERROR_RESPONSES[400],
 }
 
 
@@ -47,6 +53,13 @@ class AdminDisabledError(RequestError):
     error_code = "admin_disabled"
 
 
+class ChangeRejectedError(RequestError):
+    """The stream refused the change, for example a concurrent one made it invalid."""
+
+    status_code = 409
+    error_code = "change_rejected"
+
+
 class ModelNotFoundError(RequestError):
     status_code = 404
     error_code = "model_not_found"
@@ -57,15 +70,17 @@ class NewModel(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    name: str = Field(min_length=1)
-    input_usd_per_mtok: float = Field(ge=0, allow_inf_nan=False)
-    output_usd_per_mtok: float = Field(ge=0, allow_inf_nan=False)
+    name: str = Field(min_length=1, max_length=200)
+    input_usd_per_mtok: float = Field(ge=0, le=MAX_PRICE, allow_inf_nan=False)
+    output_usd_per_mtok: float = Field(ge=0, le=MAX_PRICE, allow_inf_nan=False)
 
 
 class BudgetChange(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    target_cost_usd: float | None = Field(gt=0, allow_inf_nan=False)
+    target_cost_usd: float | None = Field(
+        ge=MIN_TARGET_COST_USD, le=MAX_COST_USD, allow_inf_nan=False
+    )
     """Target mean cost per request in USD; null fixes the cost weight again."""
 
 
@@ -98,6 +113,13 @@ def add_admin_endpoints(app: FastAPI) -> None:
         """Stop routing to a model; its feedback is still accepted and learned."""
         service = _authorized_service(request)
         _check_known_model(service, name)
+        if name == service.controls.rollout_default:
+            raise InvalidFieldError(
+                f"{name!r} is the rollout's default model; end the rollout or change "
+                "its default model first.",
+                field="name",
+                value=name,
+            )
         if service.catalog.enabled_names() == [name]:
             raise InvalidFieldError(
                 f"{name!r} is the last enabled model; enable or add another model "
@@ -185,7 +207,13 @@ def _check_known_model(service: Service, name: str) -> None:
         )
 
 
-def _check_rollout(service: Service, share: float | None, default: str | None) -> None:
+def _check_rollout(
+    service: Service,
+    share: float | None,
+    default: str | None,
+    enabled: list[str] | None = None,
+) -> None:
+    """Check a rollout against ``enabled``, by default the catalog's enabled models."""
     if (share is None) != (default is None):
         raise InvalidFieldError(
             "A rollout needs both share and default_model; send both, or null for "
@@ -193,10 +221,16 @@ def _check_rollout(service: Service, share: float | None, default: str | None) -
             field="default_model" if default is None else "share",
             value=None,
         )
-    if default is not None and default not in service.catalog:
+    if enabled is None:
+        enabled = service.catalog.enabled_names()
+    if default is not None and default not in enabled:
+        known = (
+            "is disabled; enable it first"
+            if default in service.catalog
+            else (f"is not in the catalog; known models: {list(service.catalog.names)}")
+        )
         raise InvalidFieldError(
-            f"default_model {default!r} is not in the catalog; known models: "
-            f"{list(service.catalog.names)}.",
+            f"default_model {default!r} {known}.",
             field="default_model",
             value=default,
         )
@@ -231,7 +265,9 @@ def _reload_events(service: Service) -> list[ControlEvent]:
         events.append(ControlEvent("set_budget", arguments))
 
     rollout = settings.rollout
-    _check_rollout(service, rollout.share, rollout.default_model)
+    # The reload enables exactly the file's models, so the default is checked
+    # against them.
+    _check_rollout(service, rollout.share, rollout.default_model, list(wanted))
     current_share = controls.rollout_share if controls.rollout_default else None
     if (rollout.share, rollout.default_model) != (
         current_share,
@@ -247,6 +283,15 @@ async def _apply(service: Service, event: ControlEvent) -> dict[str, Any]:
     stamped = ControlEvent(event.action, event.arguments, issued_at=service.clock())
     event_id = await service.store.append_control(stamped)
     applied = await service.replica.wait_for(event_id, APPLY_TIMEOUT_SECONDS)
+    skipped = service.replica.recent_skips.get(event_id)
+    if skipped is not None:
+        logger.warning("Control event %s was not applied: %s", event_id, skipped)
+        raise ChangeRejectedError(
+            f"The {event.action} change was not applied because {skipped}; check "
+            "GET /models and /stats and send it again if it still applies.",
+            field="action",
+            value=event.action,
+        )
     logger.info(
         "Appended control event %s as %s (applied here: %s)",
         event.action,

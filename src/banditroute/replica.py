@@ -18,6 +18,7 @@ import json
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
@@ -50,6 +51,7 @@ _STOP_RETRY_SECONDS = 0.1
 
 _METADATA_KEY = "replica.metadata"
 _CONTROLS_PREFIX = "controls."
+_RECENT_SKIPS = 100
 _PENDING_SUFFIX = "pending"
 
 
@@ -155,6 +157,8 @@ class PosteriorReplica:
         self._logged_skip_reasons: set[str] = set()
         self._snapshot_slot = 0
         self._entries_added_seen = 0
+        self.recent_skips: OrderedDict[str, str] = OrderedDict()
+        """Reasons of the last skipped entries by stream id, newest last."""
         self._progress = asyncio.Event()
         self._lock = threading.Lock()
         self._task: asyncio.Task[None] | None = None
@@ -416,6 +420,9 @@ class PosteriorReplica:
 
     def _count_skipped(self, event_id: str, reason: str) -> None:
         self.skipped_events += 1
+        self.recent_skips[event_id] = reason
+        while len(self.recent_skips) > _RECENT_SKIPS:
+            self.recent_skips.popitem(last=False)
         if reason in self._logged_skip_reasons:
             return
 
