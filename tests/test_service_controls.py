@@ -468,3 +468,24 @@ def test_reload_may_make_a_new_model_the_rollout_default(apps, config):
 
     assert response.status_code == 200, response.text
     assert controls(apps[0])["rollout"]["default_model"] == NEW_MODEL["name"]
+
+
+def test_changed_catalog_warns_of_the_earlier_state(
+    tmp_path, redis_url, redis_namespace, encoder, caplog
+):
+    config = write_settings(tmp_path, redis_url, redis_namespace)
+    with TestClient(create_app(load_settings(config), encoder=encoder)) as client:
+        decision = route(client)
+        feedback(client, decision["decision_id"], rating=1, scale="thumbs")
+
+    edited = yaml.safe_load(config.read_text())
+    edited["catalog"] = [*CATALOG, NEW_MODEL]
+    config.write_text(yaml.safe_dump(edited))
+    with TestClient(create_app(load_settings(config), encoder=encoder)):
+        pass
+
+    warnings = [
+        r.getMessage() for r in caplog.records if "new shared state" in r.getMessage()
+    ]
+    assert len(warnings) == 1
+    assert redis_namespace in warnings[0]

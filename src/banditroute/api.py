@@ -279,6 +279,7 @@ async def start_service(
         policy, store, snapshot_every=settings.snapshot_every, controls=controls
     )
     await replica.start()
+    await _warn_of_other_namespaces(settings, store, replica)
     await _seed_controls(settings, store, replica, clock())
     router = Router(
         controls,
@@ -318,6 +319,30 @@ async def start_service(
     _freeze_startup_objects()
     _log_start(service)
     return service
+
+
+async def _warn_of_other_namespaces(
+    settings: ServiceSettings, store: Store, replica: PosteriorReplica
+) -> None:
+    """Warn when a new shared state starts beside the state of other settings."""
+    if replica.last_event_id != STREAM_START_ID:
+        return
+    try:
+        others = await store.other_namespaces(settings.redis_namespace)
+    except StoreUnavailable:
+        return
+    if others:
+        # NOTE: the namespace digests the catalog of the settings file, so editing
+        # the catalog there (even to match an /admin/reload) starts a new state.
+        logger.warning(
+            "This process starts a new shared state in %s, while Redis also holds "
+            "%s under the same prefix. The namespace digests the catalog, encoder, "
+            "features, prior and half_life of the settings file, so a changed file "
+            "starts over. To keep the learned state, restore the earlier file and "
+            "change models with the /admin endpoints.",
+            getattr(store, "namespace", store.description),
+            others,
+        )
 
 
 async def _seed_controls(

@@ -265,6 +265,10 @@ class Store(ABC):
         """
         return None
 
+    async def other_namespaces(self, prefix: str) -> list[str]:
+        """Return other namespaces under ``prefix`` that hold an event stream."""
+        return []
+
     @abstractmethod
     async def close(self) -> None:
         """Release connections; later calls raise StoreUnavailable."""
@@ -752,6 +756,18 @@ class RedisStore(Store):
 
     async def ping(self) -> None:
         await self._run("ping", self._client.ping)
+
+    async def other_namespaces(self, prefix: str) -> list[str]:
+        async def scan() -> list[str]:
+            found = set()
+            pattern = f"{prefix}:*:events"
+            async for key in self._client.scan_iter(match=pattern, count=1000):
+                namespace = _as_text(key).rsplit(":", 1)[0]
+                if namespace != self.namespace:
+                    found.add(namespace)
+            return sorted(found)
+
+        return await self._run("listing namespaces", scan)
 
     async def check_persistence(self) -> bool | None:
         async def read_setting() -> Mapping[Any, Any] | None:
