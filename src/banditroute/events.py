@@ -342,7 +342,8 @@ def decode_stream_entry(fields: _FieldMap) -> StreamEvent:
 
     Raises EventFormatError naming the first missing or invalid field.
     """
-    kind = _FieldReader(fields, "stream entry").fields.get("kind")
+    # Redis clients return bytes keys, to_fields writes str keys.
+    kind = fields.get(b"kind", fields.get("kind"))  # type: ignore[call-overload]
     if kind is None or kind == _FEEDBACK_KIND:
         return FeedbackEvent.from_fields(fields)
     if kind == _CONTROL_KIND:
@@ -477,7 +478,14 @@ def _coerce_fields(
         value = getattr(record, name)
         if isinstance(value, np.integer):
             object.__setattr__(record, name, int(value))
-    for name in numbers:
+    _coerce_numbers(record, numbers)
+
+
+def _coerce_numbers(
+    record: DecisionRecord | FeedbackPayload | FeedbackEvent, names: tuple[str, ...]
+) -> None:
+    """Turn the fields ``names`` of ``record`` into floats, leaving None as it is."""
+    for name in names:
         value = getattr(record, name)
         if value is None:
             continue
@@ -505,16 +513,7 @@ def _feedback_fields(feedback: FeedbackPayload | FeedbackEvent) -> dict[str, byt
 
 def _check_feedback_values(feedback: FeedbackPayload | FeedbackEvent) -> None:
     """Coerce and check the fields that a payload and an event share."""
-    for name in _FEEDBACK_NUMBERS:
-        value = getattr(feedback, name)
-        if value is None:
-            continue
-        try:
-            object.__setattr__(feedback, name, float(value))
-        except (TypeError, ValueError):
-            raise EventFormatError(
-                f"{name}={value!r} is invalid; give a number."
-            ) from None
+    _coerce_numbers(feedback, _FEEDBACK_NUMBERS)
     object.__setattr__(feedback, "error", bool(feedback.error))
 
     _check_text("decision_id", feedback.decision_id)

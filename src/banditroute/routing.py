@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from banditroute.catalog import Catalog
 from banditroute.control_state import ControlState, ProbeBudget
 from banditroute.feedback import InvalidFieldError
 from banditroute.policies.thompson import ContextualThompsonSampling
@@ -116,7 +117,7 @@ class Router:
     ) -> np.ndarray:
         """Return the mask of enabled models that the request allows."""
         catalog = policy.catalog
-        allowed = allowed_mask(catalog.names, request.allowed_models)
+        allowed = allowed_mask(catalog, request.allowed_models)
         enabled = allowed & catalog.enabled
         if not enabled.any():
             raise InvalidFieldError(
@@ -170,15 +171,13 @@ class Router:
         return controls.default_model
 
 
-def allowed_mask(
-    names: tuple[str, ...] | list[str], allowed: list[str] | None
-) -> np.ndarray:
-    """Return the mask of ``allowed`` among ``names``; every model when None.
+def allowed_mask(catalog: Catalog, allowed: list[str] | None) -> np.ndarray:
+    """Return the mask of ``allowed`` in ``catalog``; every model when None.
 
     Raises InvalidFieldError naming an empty list or an unknown model.
     """
     if allowed is None:
-        return np.ones(len(names), dtype=bool)
+        return np.ones(len(catalog), dtype=bool)
 
     if not allowed:
         raise InvalidFieldError(
@@ -187,14 +186,12 @@ def allowed_mask(
             value=allowed,
         )
 
-    mask = np.zeros(len(names), dtype=bool)
     for name in allowed:
-        if name not in names:
+        if name not in catalog:
             raise InvalidFieldError(
                 f"allowed_models names {name!r}, which is not in the catalog; known "
-                f"models: {list(names)}.",
+                f"models: {list(catalog.names)}.",
                 field="allowed_models",
                 value=name,
             )
-        mask[list(names).index(name)] = True
-    return mask
+    return catalog.mask(allowed)
