@@ -183,7 +183,7 @@ def test_invalid_admin_change_names_the_field(apps, path, body, status, field):
 # Budget pacing
 
 
-def test_budget_target_moves_the_cost_weight_of_every_worker(apps):
+def test_budget_moves_every_worker_weight(apps):
     first, second = apps
     change = first.put("/admin/budget", json={"target_cost_usd": 1e-5}, headers=AUTH)
     assert change.status_code == 200, change.text
@@ -458,7 +458,7 @@ def test_rollout_default_model_stays_enabled(apps):
     assert "disabled" in to_disabled.json()["message"]
 
 
-def test_reload_may_make_a_new_model_the_rollout_default(apps, config):
+def test_reload_new_model_as_default(apps, config):
     content = yaml.safe_load(config.read_text())
     content["catalog"] = [*CATALOG, NEW_MODEL]
     content["rollout"] = {"share": 0.3, "default_model": NEW_MODEL["name"]}

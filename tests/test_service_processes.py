@@ -296,7 +296,7 @@ def test_metrics_sum_over_workers_sharing_a_port(redis_url, namespace, tmp_path)
     server.start()
     try:
         server.wait_ready()
-        # /readyz answers once one worker is ready; the other may still be loading.
+        # /readyz returns 200 once one worker is ready; the other may still be loading.
         # The kernel hands each new connection to one worker, so batches are sent
         # until both have routed some.
         routes = 0

@@ -167,7 +167,7 @@ async def test_feedback_for_unknown_decision_appends_nothing(store_kind):
     assert entries == []
 
 
-async def test_event_takes_model_context_and_tokens_from_the_decision(store_kind):
+async def test_event_copies_decision_fields(store_kind):
     store = store_kind.store
     record = dataclasses.replace(make_record(), group="default")
     await store.put_decision(record, WINDOW_SECONDS)

@@ -4,7 +4,7 @@
 --   wrk -s load.lua URL -- feedback <bodies file>
 --
 -- Each request sends the next line of the bodies file as its JSON body, wrapping
--- around at the end. On /route, the decision id of each answer goes to the id file.
+-- around at the end. On /route, the decision id of each response goes to the id file.
 -- On /feedback, answers are counted as accepted or duplicate. At the end one JSON
 -- line reports the requests, the duration, the failures and the latency at 1,000
 -- evenly spaced quantiles, so that runs against several server processes can be

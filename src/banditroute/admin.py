@@ -247,14 +247,14 @@ def _reload_events(service: Service) -> list[ControlEvent]:
 
     events = []
     catalog = service.catalog
-    wanted = {entry.name: entry for entry in settings.catalog}
-    for name, entry in wanted.items():
+    file_models = {entry.name: entry for entry in settings.catalog}
+    for name, entry in file_models.items():
         if name not in catalog:
             events.append(ControlEvent("add_model", entry.model_dump()))
         elif not catalog.enabled[catalog.index(name)]:
             events.append(ControlEvent("enable_model", {"name": name}))
     for name in catalog.enabled_names():
-        if name not in wanted:
+        if name not in file_models:
             events.append(ControlEvent("disable_model", {"name": name}))
 
     controls = service.controls
@@ -267,7 +267,7 @@ def _reload_events(service: Service) -> list[ControlEvent]:
     rollout = settings.rollout
     # The reload enables exactly the file's models, so the default is checked
     # against them.
-    _check_rollout(service, rollout.share, rollout.default_model, list(wanted))
+    _check_rollout(service, rollout.share, rollout.default_model, list(file_models))
     current_share = controls.rollout_share if controls.rollout_default else None
     if (rollout.share, rollout.default_model) != (
         current_share,

@@ -122,7 +122,7 @@ async def _handle_error(request: Request, error: Exception) -> JSONResponse:
 
 
 async def _handle_http_error(request: Request, error: Exception) -> JSONResponse:
-    """Answer an unknown path or method in the service's error format."""
+    """Return the error body of an unknown path or method in the service's format."""
     assert isinstance(error, StarletteHTTPException)
     codes = {404: "not_found", 405: "method_not_allowed"}
     body = ErrorResponse(
@@ -335,7 +335,7 @@ async def _warn_of_other_namespaces(
         # NOTE: the namespace digests the catalog of the settings file, so editing
         # the catalog there (even to match an /admin/reload) starts a new state.
         logger.warning(
-            "This process starts a new shared state in %s, while Redis also holds "
+            "This process starts a new shared state in %s, while Redis also contains "
             "%s under the same prefix. The namespace digests the catalog, encoder, "
             "features, prior and half_life of the settings file, so a changed file "
             "starts over. To keep the learned state, restore the earlier file and "

@@ -271,7 +271,7 @@ class ControlState:
     def _restore_health(self, state: dict[str, np.ndarray]) -> None:
         # Health settings are not part of the store's namespace, so a snapshot may
         # come from processes without breakers or with another window size. The
-        # breakers then start closed, which only forgets recent errors.
+        # breakers then start closed, which only drops the count of recent errors.
         assert self.health is not None
         if not state:
             return
@@ -290,7 +290,7 @@ class ControlState:
 class ProbeBudget:
     """Limits the requests one process sends to each model being probed.
 
-    The shared breakers say which models are half-open. Each process counts the
+    The shared breakers mark which models are half-open. Each process counts the
     requests it routed to such a model since its current cooldown ended, and stops at
     ``probe_requests`` until feedback closes or reopens the breaker.
     """

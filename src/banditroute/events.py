@@ -127,7 +127,7 @@ class DecisionRecord:
 
 @dataclass(frozen=True)
 class FeedbackPayload:
-    """What a feedback request contributes to its event.
+    """The part of a feedback event that the feedback request sets.
 
     The store completes the event with the decision record's model, context and
     estimated input tokens in the same atomic step that checks for a repeat, so that
@@ -282,7 +282,7 @@ CONTROL_ACTIONS = (
 class ControlEvent:
     """A change of the routing setup that every process applies in stream order.
 
-    Control events share the stream with feedback events, so that every process sees
+    Control events share the stream with feedback events, so that every process applies
     a change at the same position among the feedback and ends in the same state.
     """
 

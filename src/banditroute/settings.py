@@ -249,7 +249,7 @@ class ServiceSettings(BaseSettings):
         rollout, and the breakers of these settings.
 
         Every process starts from this state and applies the same events, so they
-        agree whatever their own settings files say about the budget and rollout;
+        agree whatever budget and rollout their own settings files set.
         ``initial_control_events`` brings those into a new stream.
         """
         return ControlState(
