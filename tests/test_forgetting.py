@@ -201,3 +201,22 @@ def test_service_half_life_changes_store_namespace(tmp_path):
     assert plain.half_life is None
     assert forgetting.store_namespace(8) != plain.store_namespace(8)
     assert load_settings(config).store_namespace(8) == plain.store_namespace(8)
+
+
+def test_service_namespace_leaves_out_the_catalog(tmp_path):
+    first = tmp_path / "first.yaml"
+    first.write_text(
+        "catalog:\n"
+        "  - {name: a, input_usd_per_mtok: 1.0, output_usd_per_mtok: 2.0}\n"
+        "  - {name: b, input_usd_per_mtok: 0.1, output_usd_per_mtok: 0.2}\n"
+    )
+    second = tmp_path / "second.yaml"
+    second.write_text(
+        "catalog:\n"
+        "  - {name: c, input_usd_per_mtok: 5.0, output_usd_per_mtok: 9.0}\n"
+        "  - {name: a, input_usd_per_mtok: 1.0, output_usd_per_mtok: 2.0}\n"
+    )
+
+    assert load_settings(first).store_namespace(8) == load_settings(
+        second
+    ).store_namespace(8)

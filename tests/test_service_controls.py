@@ -144,6 +144,13 @@ def test_admin_endpoints_reject_a_wrong_key(apps):
     assert response.json()["error"] == "unauthorized"
 
 
+def test_admin_key_is_checked_before_the_body(apps):
+    response = apps[0].post("/admin/models", json={"name": ""})
+
+    assert response.status_code == 401
+    assert response.json()["field"] == "Authorization"
+
+
 def test_admin_endpoints_are_off_without_a_key(tmp_path, redis_url, redis_namespace):
     config = write_settings(tmp_path, redis_url, redis_namespace, admin_key=None)
     with TestClient(create_app(load_settings(config))) as client:
@@ -470,7 +477,72 @@ def test_reload_new_model_as_default(apps, config):
     assert controls(apps[0])["rollout"]["default_model"] == NEW_MODEL["name"]
 
 
-def test_changed_catalog_warns_of_the_earlier_state(
+def model_names(client: TestClient) -> list[str]:
+    return [model["name"] for model in client.get("/models").json()["models"]]
+
+
+def test_edited_catalog_keeps_the_learned_state(
+    tmp_path, redis_url, redis_namespace, encoder, caplog
+):
+    config = write_settings(tmp_path, redis_url, redis_namespace)
+    with TestClient(create_app(load_settings(config), encoder=encoder)) as client:
+        decision = route(client)
+        sent = feedback(client, decision["decision_id"], rating=1, scale="thumbs")
+        wait_applied([client], sent["event_id"])
+        learned = client.get("/stats").json()["posterior"]["observations"]
+
+    # The file lists the models in another order and adds one.
+    edited = yaml.safe_load(config.read_text())
+    edited["catalog"] = [NEW_MODEL, *reversed(CATALOG)]
+    config.write_text(yaml.safe_dump(edited))
+    with TestClient(create_app(load_settings(config), encoder=encoder)) as client:
+        restored = client.get("/stats").json()["posterior"]["observations"]
+        names = model_names(client)
+        on_new = route(client, 1, allowed_models=[NEW_MODEL["name"]])
+
+    started_over = [r for r in caplog.records if "new shared state" in r.getMessage()]
+    assert restored == learned == 1
+    assert names == [entry["name"] for entry in CATALOG] + [NEW_MODEL["name"]]
+    assert on_new["model"] == NEW_MODEL["name"]
+    assert started_over == []
+
+
+def test_processes_agree_whatever_order_their_files_list(
+    tmp_path, redis_url, redis_namespace, encoder
+):
+    first_config = write_settings(tmp_path, redis_url, redis_namespace)
+    other = tmp_path / "other"
+    other.mkdir()
+    second_config = write_settings(other, redis_url, redis_namespace)
+    edited = yaml.safe_load(second_config.read_text())
+    edited["catalog"] = [*reversed(CATALOG), NEW_MODEL]
+    second_config.write_text(yaml.safe_dump(edited))
+
+    with ExitStack() as stack:
+        first = stack.enter_context(
+            TestClient(create_app(load_settings(first_config), encoder=encoder))
+        )
+        second = stack.enter_context(
+            TestClient(create_app(load_settings(second_config), encoder=encoder))
+        )
+        last_event = ""
+        for index in range(6):
+            client = (first, second)[index % 2]
+            decision = route(client, index)
+            last_event = feedback(
+                client, decision["decision_id"], rating=index % 2, scale="thumbs"
+            )["event_id"]
+        wait_applied([first, second], last_event)
+        names = [model_names(client) for client in (first, second)]
+        digests = {
+            c.get("/stats").json()["posterior"]["digest"] for c in (first, second)
+        }
+
+    assert names[0] == names[1] == [e["name"] for e in CATALOG] + [NEW_MODEL["name"]]
+    assert len(digests) == 1
+
+
+def test_changed_prior_warns_of_the_earlier_state(
     tmp_path, redis_url, redis_namespace, encoder, caplog
 ):
     config = write_settings(tmp_path, redis_url, redis_namespace)
@@ -479,7 +551,7 @@ def test_changed_catalog_warns_of_the_earlier_state(
         feedback(client, decision["decision_id"], rating=1, scale="thumbs")
 
     edited = yaml.safe_load(config.read_text())
-    edited["catalog"] = [*CATALOG, NEW_MODEL]
+    edited["prior"] = {"weight_precision": 10.0}
     config.write_text(yaml.safe_dump(edited))
     with TestClient(create_app(load_settings(config), encoder=encoder)):
         pass

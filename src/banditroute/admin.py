@@ -13,7 +13,7 @@ import logging
 import secrets
 from typing import TYPE_CHECKING, Any
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from banditroute.errors import BanditRouteError
@@ -93,12 +93,20 @@ class RolloutChange(BaseModel):
 
 
 def add_admin_endpoints(app: FastAPI) -> None:
-    """Register the /admin endpoints on ``app``."""
+    """Register the /admin endpoints on ``app``.
 
-    @app.post("/admin/models", responses=ADMIN_ERROR_RESPONSES)
+    The admin key is checked as a dependency, which runs before the body is
+    validated, so a request without the key gets 401 whatever its body.
+    """
+    admin = APIRouter(
+        dependencies=[Depends(_require_admin_key)],
+        route_class=app.router.route_class,
+    )
+
+    @admin.post("/admin/models", responses=ADMIN_ERROR_RESPONSES)
     async def add_model(body: NewModel, request: Request) -> dict[str, Any]:
         """Add a model to the catalog; it starts from the pooled prior and is probed."""
-        service = _authorized_service(request)
+        service: Service = request.app.state.service
         if body.name in service.catalog:
             raise InvalidFieldError(
                 f"The catalog already has a model named {body.name!r}; choose another "
@@ -108,10 +116,10 @@ def add_admin_endpoints(app: FastAPI) -> None:
             )
         return await _apply(service, ControlEvent("add_model", body.model_dump()))
 
-    @app.post("/admin/models/{name}/disable", responses=ADMIN_ERROR_RESPONSES)
+    @admin.post("/admin/models/{name}/disable", responses=ADMIN_ERROR_RESPONSES)
     async def disable_model(name: str, request: Request) -> dict[str, Any]:
         """Stop routing to a model; its feedback is still accepted and learned."""
-        service = _authorized_service(request)
+        service: Service = request.app.state.service
         _check_known_model(service, name)
         if name == service.controls.rollout_default:
             raise InvalidFieldError(
@@ -129,17 +137,17 @@ def add_admin_endpoints(app: FastAPI) -> None:
             )
         return await _apply(service, ControlEvent("disable_model", {"name": name}))
 
-    @app.post("/admin/models/{name}/enable", responses=ADMIN_ERROR_RESPONSES)
+    @admin.post("/admin/models/{name}/enable", responses=ADMIN_ERROR_RESPONSES)
     async def enable_model(name: str, request: Request) -> dict[str, Any]:
         """Route to a disabled model again."""
-        service = _authorized_service(request)
+        service: Service = request.app.state.service
         _check_known_model(service, name)
         return await _apply(service, ControlEvent("enable_model", {"name": name}))
 
-    @app.put("/admin/budget", responses=ADMIN_ERROR_RESPONSES)
+    @admin.put("/admin/budget", responses=ADMIN_ERROR_RESPONSES)
     async def set_budget(body: BudgetChange, request: Request) -> dict[str, Any]:
         """Set the target mean cost per request, which the cost weight then tracks."""
-        service = _authorized_service(request)
+        service: Service = request.app.state.service
         # The pacer settings travel with the target, so every process paces alike.
         arguments = {
             "target_cost_usd": body.target_cost_usd,
@@ -147,30 +155,33 @@ def add_admin_endpoints(app: FastAPI) -> None:
         }
         return await _apply(service, ControlEvent("set_budget", arguments))
 
-    @app.put("/admin/rollout", responses=ADMIN_ERROR_RESPONSES)
+    @admin.put("/admin/rollout", responses=ADMIN_ERROR_RESPONSES)
     async def set_rollout(body: RolloutChange, request: Request) -> dict[str, Any]:
         """Set the share of requests the bandit routes; the rest go to the default."""
-        service = _authorized_service(request)
+        service: Service = request.app.state.service
         _check_rollout(service, body.share, body.default_model)
         arguments = {"share": body.share, "default_model": body.default_model}
         return await _apply(service, ControlEvent("set_rollout", arguments))
 
-    @app.post("/admin/reload", responses=ADMIN_ERROR_RESPONSES)
+    @admin.post("/admin/reload", responses=ADMIN_ERROR_RESPONSES)
     async def reload(request: Request) -> dict[str, Any]:
         """Apply the settings file's catalog, budget and rollout to the running service.
 
         Models missing from the file are disabled, not removed, so stored decisions
         and their feedback stay valid.
         """
-        service = _authorized_service(request)
+        service: Service = request.app.state.service
         events = _reload_events(service)
         result: dict[str, Any] = {"changes": [event.action for event in events]}
         for event in events:
             result.update(await _apply(service, event))
         return result
 
+    app.include_router(admin)
 
-def _authorized_service(request: Request) -> Service:
+
+def _require_admin_key(request: Request) -> None:
+    """Reject a request without the admin key, before its body is validated."""
     service: Service = request.app.state.service
     key = service.settings.admin_key
     if key is None:
@@ -194,7 +205,6 @@ def _authorized_service(request: Request) -> Service:
             "<admin_key>.",
             field="Authorization",
         )
-    return service
 
 
 def _check_known_model(service: Service, name: str) -> None:

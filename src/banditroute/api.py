@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import json
 import logging
 import os
 import time
@@ -35,8 +36,8 @@ from banditroute.batcher import EncodingBatcher
 from banditroute.catalog import Catalog
 from banditroute.control_state import ControlState
 from banditroute.encoder import Encoder
-from banditroute.errors import EmptyPromptError, UnknownModelError
-from banditroute.events import DecisionRecord, new_decision_id
+from banditroute.errors import ConfigError, EmptyPromptError, UnknownModelError
+from banditroute.events import ControlEvent, DecisionRecord, new_decision_id
 from banditroute.features import FeatureBuilder
 from banditroute.feedback import (
     FeedbackRecorder,
@@ -256,13 +257,16 @@ async def start_service(
     clock: Callable[[], float] = time.time,
 ) -> Service:
     """Load the encoder, open the store and catch the posterior up with the stream."""
-    catalog = settings.build_catalog()
+    file_catalog = settings.build_catalog()
     if encoder is None:
         encoder = Encoder(settings.encoder_model)
     _set_torch_threads(settings.resolved_torch_threads())
     _limit_blas_threads()
 
     features = FeatureBuilder(encoder.dimension, settings.features.to_spec())
+    if store is None:
+        store = _open_store(settings, features.dimension)
+    catalog = await _shared_catalog(file_catalog, store)
     policy = ContextualThompsonSampling(
         catalog,
         features.dimension,
@@ -270,8 +274,6 @@ async def start_service(
         prior=settings.prior.to_prior(),
         half_life=settings.half_life,
     )
-    if store is None:
-        store = _open_store(settings, features.dimension)
 
     metrics = ServiceMetrics()
     controls = settings.build_controls(catalog)
@@ -281,6 +283,7 @@ async def start_service(
     await replica.start()
     await _warn_of_other_namespaces(settings, store, replica)
     await _seed_controls(settings, store, replica, clock())
+    await _add_file_models(file_catalog, store, replica, clock())
     router = Router(
         controls,
         default_cost_weight=settings.cost_weight,
@@ -321,6 +324,94 @@ async def start_service(
     return service
 
 
+async def _shared_catalog(file_catalog: Catalog, store: Store) -> Catalog:
+    """Return the shared state's catalog, with the settings file's prices.
+
+    The first process of a new shared state stores its file's catalog. Every other
+    process builds its policy in the stored order, so that a model has the same index
+    in every process and in the snapshot, whatever order its own file lists the models
+    in. Models the file adds are appended by ``_add_file_models`` once the process
+    has caught up. The file's prices apply to the models it lists.
+    """
+    try:
+        stored = await store.claim_catalog(json.dumps(file_catalog.to_prices()))
+    except StoreUnavailable as error:
+        # NOTE: without the store, the process assumes its file's catalog. If the
+        # shared state lists its models in another order, the snapshot will not
+        # restore into this policy, and the process must be restarted once the store
+        # answers.
+        logger.warning(
+            "Could not read the shared catalog (%s); starting from the settings "
+            "file's catalog %s. Restart this process once the store answers if the "
+            "shared state lists its models in another order.",
+            error,
+            list(file_catalog.names),
+        )
+        return file_catalog
+
+    try:
+        shared = Catalog.from_prices(json.loads(stored))
+    except (ValueError, TypeError, AttributeError) as error:
+        raise ConfigError(
+            f"The shared catalog stored in {store.description} cannot be read "
+            f"({error}); delete its catalog key to start from the settings file's "
+            "catalog."
+        ) from error
+    models = [
+        file_catalog.models[file_catalog.index(model.name)]
+        if model.name in file_catalog
+        else model
+        for model in shared
+    ]
+    return Catalog(models)
+
+
+async def _add_file_models(
+    file_catalog: Catalog, store: Store, replica: PosteriorReplica, now: float
+) -> None:
+    """Add the settings file's models that the shared state lacks.
+
+    Only additions are made at start: a process restarted with an older file must
+    not undo what newer ones did. Models the file no longer lists are logged;
+    ``POST /admin/reload`` disables them.
+    """
+    if not replica.store_available:
+        return
+    with replica.reading() as policy:
+        catalog = policy.catalog
+        missing = [model for model in file_catalog if model.name not in catalog]
+        unlisted = [
+            name for name in catalog.enabled_names() if name not in file_catalog
+        ]
+    if unlisted:
+        logger.info(
+            "The shared state routes to %s, which the settings file does not list; "
+            "POST /admin/reload disables them.",
+            unlisted,
+        )
+
+    event_id = None
+    try:
+        for model in missing:
+            arguments = {
+                "name": model.name,
+                "input_usd_per_mtok": model.input_usd_per_mtok,
+                "output_usd_per_mtok": model.output_usd_per_mtok,
+            }
+            event_id = await store.append_control(
+                ControlEvent("add_model", arguments, issued_at=now)
+            )
+    except StoreUnavailable as error:
+        logger.warning("The settings file's new models were not added: %s", error)
+        return
+    if event_id is not None:
+        logger.info(
+            "Added the settings file's models %s to the shared state.",
+            [model.name for model in missing],
+        )
+        await replica.wait_for(event_id, SEED_WAIT_SECONDS)
+
+
 async def _warn_of_other_namespaces(
     settings: ServiceSettings, store: Store, replica: PosteriorReplica
 ) -> None:
@@ -332,14 +423,11 @@ async def _warn_of_other_namespaces(
     except StoreUnavailable:
         return
     if others:
-        # NOTE: the namespace digests the catalog of the settings file, so editing
-        # the catalog there (even to match an /admin/reload) starts a new state.
         logger.warning(
             "This process starts a new shared state in %s, while Redis also contains "
-            "%s under the same prefix. The namespace digests the catalog, encoder, "
-            "features, prior and half_life of the settings file, so a changed file "
-            "starts over. To keep the learned state, restore the earlier file and "
-            "change models with the /admin endpoints.",
+            "%s under the same prefix. The namespace digests the encoder, features, "
+            "prior and half_life of the settings file, so changing one of them "
+            "starts over. To keep the learned state, restore the earlier values.",
             getattr(store, "namespace", store.description),
             others,
         )

@@ -139,6 +139,17 @@ class Catalog:
             allowed[self.index(name)] = True
         return allowed
 
+    def to_prices(self) -> dict[str, dict[str, float]]:
+        """Return each model's two prices per Mtok in catalog order, as read by
+        ``from_prices``."""
+        return {
+            model.name: {
+                "input_usd_per_mtok": model.input_usd_per_mtok,
+                "output_usd_per_mtok": model.output_usd_per_mtok,
+            }
+            for model in self.models
+        }
+
     def cost_usd(self, input_tokens: float, output_tokens: np.ndarray) -> np.ndarray:
         """Return each model's cost in USD for one request with these token counts."""
         return (

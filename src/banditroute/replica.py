@@ -542,7 +542,12 @@ class PosteriorReplica:
         state, metadata = await asyncio.to_thread(decode_state, snapshot.state)
         with self._lock:
             _check_state_fits(state, self._state())
-            self._restore_state(state)
+            try:
+                self._restore_state(state)
+            except ValueError as error:
+                raise SnapshotError(
+                    f"The stored snapshot does not fit the policy: {error}"
+                ) from error
 
         self.applied_events = snapshot.applied_events
         self.skipped_events = int(metadata.get("skipped_events", 0))
@@ -578,7 +583,10 @@ class PosteriorReplica:
         # copy matches last_event_id. Routing meanwhile only reads the posterior.
         payload = await asyncio.to_thread(lambda: self._encode_snapshot(metadata))
 
-        snapshot = Snapshot(payload, last_event_id, applied_events)
+        # Only this task changes the catalog, and it waits here, so the catalog
+        # matches the encoded state.
+        catalog = json.dumps(self.policy.catalog.to_prices())
+        snapshot = Snapshot(payload, last_event_id, applied_events, catalog=catalog)
         saved = await self.store.save_snapshot(
             snapshot, lock_ttl_ms=self.snapshot_lock_ms
         )
@@ -784,8 +792,8 @@ def _check_state_fits(
     if missing or unexpected:
         raise SnapshotError(
             f"The stored snapshot does not fit the policy: missing arrays {missing}, "
-            f"unexpected arrays {unexpected}. Use a key namespace keyed on the catalog "
-            "and the context dimension (store_namespace)."
+            f"unexpected arrays {unexpected}. Use a key namespace keyed on the context "
+            "dimension and settings (store_namespace)."
         )
 
     # Models added at run time make the snapshot's model axis (axis 0) longer than
@@ -796,6 +804,6 @@ def _check_state_fits(
         if shape != value.shape and not grown:
             raise SnapshotError(
                 f"The stored snapshot array {key!r} has shape {state[key].shape}, the "
-                f"policy has {value.shape}. Use a key namespace keyed on the catalog "
-                "and the context dimension (store_namespace)."
+                f"policy has {value.shape}. Use a key namespace keyed on the context "
+                "dimension and settings (store_namespace)."
             )

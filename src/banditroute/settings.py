@@ -190,7 +190,7 @@ class ServiceSettings(BaseSettings):
     redis_url: str | None = None
     """Redis URL shared by every server process; None keeps all state in memory."""
     redis_namespace: str = Field("banditroute", min_length=1)
-    """Key prefix in Redis; a digest of the catalog and features is appended to it."""
+    """Key prefix in Redis; a digest of the encoder, features and prior is appended."""
     redis_timeout_seconds: float = Field(1.0, gt=0, allow_inf_nan=False)
 
     feedback_window_seconds: float = Field(86_400.0, gt=0, allow_inf_nan=False)
@@ -281,12 +281,12 @@ class ServiceSettings(BaseSettings):
         return max(1, available_cpu_count() // self.workers)
 
     def store_namespace(self, feature_dimension: int) -> str:
-        """Return the Redis namespace of this catalog, encoder, features and prior.
+        """Return the Redis namespace of this encoder, feature spec and prior.
 
-        Processes share learned state only when they agree on all of these, so a
-        changed catalog starts a new event stream instead of replaying old events into
-        a posterior of another shape. Prices are left out because they change the cost
-        of a choice but not what the posterior learned.
+        Processes share learned state only when they agree on all of these, so that
+        no process replays events into a posterior that means something else. The
+        catalog is left out: the shared state keeps its own, which the settings
+        file's new models join when a process starts.
         """
         identity: dict[str, object] = {
             "encoder": self.encoder_model,
@@ -297,7 +297,6 @@ class ServiceSettings(BaseSettings):
         if self.half_life is not None:
             identity["half_life"] = self.half_life
         return store_namespace(
-            self.build_catalog(),
             feature_dimension,
             settings=json.dumps(identity, sort_keys=True),
             prefix=self.redis_namespace,

@@ -10,6 +10,7 @@ Keys of one store live under a namespace::
     <namespace>:events                  stream of FeedbackEvent and ControlEvent entries
     <namespace>:snapshot                hash: state, last_event_id, applied_events
     <namespace>:snapshot-lock           string: set while one process stores snapshots
+    <namespace>:catalog                 string: the shared state's catalog (JSON)
 
 Stream entry ids have the Redis form ``<milliseconds>-<sequence>``; ``"0-0"`` is the
 position before the first entry.
@@ -39,7 +40,6 @@ import redis.exceptions
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from banditroute.catalog import Catalog
 from banditroute.errors import BanditRouteError, ConfigError
 from banditroute.events import (
     ControlEvent,
@@ -103,6 +103,9 @@ class Snapshot:
     """Id of the last stream entry the state includes."""
     applied_events: int
     """Number of events applied to the state since the stream began."""
+    catalog: str = ""
+    """The state's catalog as ``catalog_text`` wrote it; stored with the snapshot as
+    the shared catalog, so that new processes build their policy in its order."""
 
     def __post_init__(self) -> None:
         stream_id_order(self.last_event_id)
@@ -145,22 +148,21 @@ def stream_id_order(event_id: str) -> tuple[int, int]:
 
 
 def store_namespace(
-    catalog: Catalog,
     dimension: int,
     *,
     settings: str = "",
     prefix: str = "banditroute",
 ) -> str:
-    """Return a key namespace for the state of a policy with this catalog and shape.
+    """Return a key namespace for the state of a policy with contexts of this shape.
 
-    The namespace changes with the model names, their order and the context dimension,
-    so a changed catalog never replays old events into a posterior of another shape.
-    ``settings`` is any further text that changes what stored state means, for
-    example the encoder model and feature spec.
+    The namespace changes with the context dimension and with ``settings``, any
+    further text that changes what stored state means (for example the encoder model
+    and feature spec). It leaves out the catalog: the shared state keeps its own
+    catalog (``Store.claim_catalog``), so models can be added without losing what
+    was learned.
     """
     identity = json.dumps(
-        {"models": list(catalog.names), "dimension": dimension, "settings": settings},
-        sort_keys=True,
+        {"dimension": dimension, "settings": settings}, sort_keys=True
     )
     digest = hashlib.sha256(identity.encode()).hexdigest()[:16]
     return f"{prefix}:{digest}"
@@ -227,6 +229,16 @@ class Store(ABC):
     @abstractmethod
     async def append_control(self, event: ControlEvent) -> str:
         """Append a control event to the stream; return its stream id."""
+
+    @abstractmethod
+    async def claim_catalog(self, catalog: str) -> str:
+        """Return the shared state's catalog, storing ``catalog`` if none is stored.
+
+        The first process of a new shared state stores its catalog, and every later
+        one builds its policy from the stored one, so that model indices agree
+        across processes whatever order their settings list the models in. A stored
+        snapshot replaces it with the snapshot's catalog.
+        """
 
     @abstractmethod
     async def save_snapshot(self, snapshot: Snapshot, *, lock_ttl_ms: int) -> bool:
@@ -300,6 +312,7 @@ class MemoryStore(Store):
 
         self._snapshot: Snapshot | None = None
         self._snapshot_lock_expiry = -math.inf
+        self._catalog: str | None = None
 
     async def put_decision(self, record: DecisionRecord, ttl_seconds: float) -> None:
         self._check_open()
@@ -372,7 +385,15 @@ class MemoryStore(Store):
         ) >= stream_id_order(snapshot.last_event_id):
             return False
         self._snapshot = snapshot
+        if snapshot.catalog:
+            self._catalog = snapshot.catalog
         return True
+
+    async def claim_catalog(self, catalog: str) -> str:
+        self._check_open()
+        if self._catalog is None:
+            self._catalog = catalog
+        return self._catalog
 
     async def load_snapshot(self) -> Snapshot | None:
         self._check_open()
@@ -517,9 +538,9 @@ return {length, added or length, first_id, last_id}
 
 # Stores a snapshot unless the stored one already covers a later stream entry, so a
 # slow process never replaces a newer snapshot with an older one.
-# KEYS[1]: the snapshot hash.
+# KEYS[1]: the snapshot hash. KEYS[2]: the shared catalog.
 # ARGV[1]: the serialized state. ARGV[2]: id of the last entry the state includes.
-# ARGV[3]: number of events applied to the state.
+# ARGV[3]: number of events applied to the state. ARGV[4]: the state's catalog, or ''.
 # Returns 1 when stored, 0 when the stored snapshot is not older.
 _SAVE_SNAPSHOT_SCRIPT = """
 local function order(stream_id)
@@ -536,7 +557,17 @@ if stored_id then
 end
 redis.call('HSET', KEYS[1], 'state', ARGV[1], 'last_event_id', ARGV[2],
     'applied_events', ARGV[3])
+if ARGV[4] ~= '' then
+    redis.call('SET', KEYS[2], ARGV[4])
+end
 return 1
+"""
+
+# KEYS[1]: the shared catalog. ARGV[1]: the catalog to store if none is.
+# Returns the stored catalog.
+_CLAIM_CATALOG_SCRIPT = """
+redis.call('SET', KEYS[1], ARGV[1], 'NX')
+return redis.call('GET', KEYS[1])
 """
 
 
@@ -595,9 +626,11 @@ class RedisStore(Store):
         self._record_script = self._client.register_script(_RECORD_FEEDBACK_SCRIPT)
         self._save_script = self._bulk_client.register_script(_SAVE_SNAPSHOT_SCRIPT)
         self._stream_info_script = self._client.register_script(_STREAM_INFO_SCRIPT)
+        self._claim_script = self._client.register_script(_CLAIM_CATALOG_SCRIPT)
 
         self._events_key = f"{namespace}:events"
         self._snapshot_key = f"{namespace}:snapshot"
+        self._catalog_key = f"{namespace}:catalog"
         self._lock_key = f"{namespace}:snapshot-lock"
         self._lock_owner = f"{socket.gethostname()}:{os.getpid()}"
 
@@ -703,13 +736,22 @@ class RedisStore(Store):
             snapshot.state,
             snapshot.last_event_id,
             snapshot.applied_events,
+            snapshot.catalog,
         ]
+        keys = [self._snapshot_key, self._catalog_key]
         stored = await self._run(
             "storing a snapshot",
-            lambda: self._save_script(keys=[self._snapshot_key], args=arguments),
+            lambda: self._save_script(keys=keys, args=arguments),
             timeout=self.snapshot_timeout,
         )
         return bool(stored)
+
+    async def claim_catalog(self, catalog: str) -> str:
+        stored = await self._run(
+            "claiming the shared catalog",
+            lambda: self._claim_script(keys=[self._catalog_key], args=[catalog]),
+        )
+        return _as_text(stored)
 
     async def load_snapshot(self) -> Snapshot | None:
         fields = cast(
