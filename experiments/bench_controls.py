@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from scipy import stats
 
 from banditroute.controls import ControlSettings
 from banditroute.embedding_cache import EmbeddingCache, default_cache_path
@@ -65,20 +66,24 @@ class LoadedLog:
     name: str
     log: RoutingLog
     contexts: np.ndarray
+    jobs: int = 1
+    """Worker processes for each replay of this log."""
 
 
-def load(name: str) -> LoadedLog:
+def load(name: str, jobs: int = 1) -> LoadedLog:
     """Read one routing log and build its contexts through the embedding cache."""
     log = read_routing_log(LOGS / name / "routing-log.jsonl.gz")
     encoder = Encoder()
     with EmbeddingCache(default_cache_path()) as cache:
         embeddings = cache.get_or_encode(encoder, log.prompts)
     contexts = FeatureBuilder(encoder.dimension).build(embeddings.vectors)
-    return LoadedLog(name, log, contexts)
+    return LoadedLog(name, log, contexts, jobs)
 
 
 def run(loaded: LoadedLog, settings: ReplaySettings) -> ReplayResult:
-    return replay(loaded.log, loaded.contexts, settings, progress=False)
+    return replay(
+        loaded.log, loaded.contexts, settings, progress=False, jobs=loaded.jobs
+    )
 
 
 def model_costs(loaded: LoadedLog) -> dict[str, float]:
@@ -157,14 +162,33 @@ def frontier_quality(
     return float(np.interp(spend, costs, qualities))
 
 
+def matched_weight(
+    sweep: dict[float, tuple[np.ndarray, np.ndarray]], spend: float
+) -> float | None:
+    """Return the fixed weight whose mean spend over the seeds equals ``spend``.
+
+    Mean spend falls as the weight rises; between two swept weights the log spend is
+    taken as linear in the log weight. None when ``spend`` is outside the sweep.
+    """
+    weights = sorted(w for w in sweep if w > 0)
+    spends = [float(sweep[w][0].mean()) for w in weights]
+    for low, high, low_spend, high_spend in zip(
+        weights, weights[1:], spends, spends[1:], strict=False
+    ):
+        if low_spend >= spend >= high_spend and low_spend > high_spend:
+            position = np.log(low_spend / spend) / np.log(low_spend / high_spend)
+            return float(f"{low * (high / low) ** position:.4g}")
+    return None
+
+
 def pacing(args: argparse.Namespace) -> dict:
     figures = {}
     figure = Figure(figsize=(12, 4.5), layout="constrained")
     FigureCanvasAgg(figure)
-    panels = figure.subplots(1, len(LOG_NAMES), squeeze=False)[0]
+    panels = figure.subplots(1, len(args.logs), squeeze=False)[0]
 
-    for axes, name in zip(panels, LOG_NAMES, strict=True):
-        loaded = load(name)
+    for axes, name in zip(panels, args.logs, strict=True):
+        loaded = load(name, args.jobs)
         costs = model_costs(loaded)
         best = best_model(loaded)
         weights = sweep_weights(costs, best)
@@ -202,7 +226,14 @@ def pacing(args: argparse.Namespace) -> dict:
                 cost_target=target, pacing_warmup_requests=WARMUP_REQUESTS[name]
             )
             paced = run(loaded, replace(base, controls=controls))
-            rows.append(pacing_row(paced, sweep, target))
+            row = pacing_row(paced, sweep, target)
+            weight = matched_weight(sweep, float(np.mean(row["spend"])))
+            if weight is not None:
+                fixed = run(loaded, replace(base, cost_weights=(weight,)))
+                row["matched_weight"] = weight
+                row["matched_spend"] = per_seed(fixed, weight, "cost_usd").tolist()
+                row["matched_quality"] = per_seed(fixed, weight, "quality").tolist()
+            rows.append(row)
             print("\n".join(control_markdown(paced)))
             plot_paced(axes, paced, target)
 
@@ -255,7 +286,7 @@ def print_pacing_rows(name: str, rows: list[dict]) -> None:
     print(f"\n### {name}: paced Thompson sampling (mean ± std over seeds)")
     print(
         "| target USD | spend after warm-up vs target | seeds within 5% | "
-        "spend, whole stream | quality | fixed-weight frontier at that spend | "
+        "spend, whole stream | quality | frontier at that spend | "
         "quality - frontier |"
     )
     print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
@@ -274,6 +305,36 @@ def print_pacing_rows(name: str, rows: list[dict]) -> None:
             f"{np.nanmean(difference):+.3f} ± {np.nanstd(difference, ddof=1):.3f} |"
         )
 
+    print(
+        f"\n### {name}: paced against the fixed weight that spends the same "
+        "(same seeds; 95% interval of the mean paired difference)"
+    )
+    print(
+        "| target USD | matched weight | its spend | its quality | paced quality | "
+        "paced - matched |"
+    )
+    print("| ---: | ---: | ---: | ---: | ---: | ---: |")
+    for row in rows:
+        if "matched_weight" not in row:
+            print(f"| {row['target']:.4g} | outside the sweep | | | | |")
+            continue
+        quality = np.array(row["quality"])
+        matched = np.array(row["matched_quality"])
+        low, high = mean_interval(quality - matched)
+        print(
+            f"| {row['target']:.4g} | {row['matched_weight']:g} | "
+            f"{np.mean(row['matched_spend']):.4g} | "
+            f"{matched.mean():.3f} ± {matched.std(ddof=1):.3f} | "
+            f"{quality.mean():.3f} ± {quality.std(ddof=1):.3f} | "
+            f"{(quality - matched).mean():+.4f} [{low:+.4f}, {high:+.4f}] |"
+        )
+
+
+def mean_interval(values: np.ndarray) -> tuple[float, float]:
+    """Return the 95% Student-t interval of the mean of ``values``."""
+    half = stats.t.ppf(0.975, len(values) - 1) * stats.sem(values)
+    return float(values.mean() - half), float(values.mean() + half)
+
 
 def plot_paced(axes, paced: ReplayResult, target: float) -> None:
     spend = per_seed(paced, 0.0, "cost_usd")
@@ -289,10 +350,10 @@ def health(args: argparse.Namespace) -> dict:
     figures = {}
     figure = Figure(figsize=(12, 4.5), layout="constrained")
     FigureCanvasAgg(figure)
-    panels = figure.subplots(1, len(LOG_NAMES), squeeze=False)[0]
+    panels = figure.subplots(1, len(args.logs), squeeze=False)[0]
 
-    for axes, name in zip(panels, LOG_NAMES, strict=True):
-        loaded = load(name)
+    for axes, name in zip(panels, args.logs, strict=True):
+        loaded = load(name, args.jobs)
         failing = best_model(loaded)
         from_step = FAILING_FROM_STEP[name]
         base = ReplaySettings(policies=(POLICY,), seeds=args.seeds)
@@ -376,8 +437,8 @@ def fmt(values, number_format: str = "{:.1f}") -> str:
 
 def rollout(args: argparse.Namespace) -> dict:
     figures = {}
-    for name in LOG_NAMES:
-        loaded = load(name)
+    for name in args.logs:
+        loaded = load(name, args.jobs)
         default = best_model(loaded)
         weight = ROLLOUT_COST_WEIGHT[name]
         figures[name] = {}
@@ -403,6 +464,8 @@ def main() -> None:
     parser.add_argument("control", choices=("pacing", "health", "rollout"))
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--out", type=Path, default=Path("reports/controls"))
+    parser.add_argument("--logs", nargs="+", choices=LOG_NAMES, default=LOG_NAMES)
+    parser.add_argument("--jobs", type=int, default=1, help="worker processes")
     args = parser.parse_args()
 
     if not LOGS.is_dir():

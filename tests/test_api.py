@@ -375,6 +375,12 @@ def test_non_json_content_type_is_415(client):
     assert_error(response, 415, "Content-Type", "text/plain")
 
 
+def test_missing_content_type_is_415(client):
+    response = client.post("/route", content=b'{"prompt": "hi"}')
+
+    assert_error(response, 415, "Content-Type", None)
+
+
 # Status endpoints
 
 

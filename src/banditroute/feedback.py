@@ -181,6 +181,12 @@ class FeedbackRecorder:
         store's StoreUnavailable while Redis is unreachable.
         """
         quality = feedback_quality(report)
+        created_at = decision_id_time(report.decision_id)
+        if created_at is None or self.clock() - created_at > self.window_seconds:
+            # /route never made such an id, or its window has closed, so the error
+            # is known without a store lookup.
+            raise self._missing_decision_error(report.decision_id)
+
         payload = FeedbackPayload(
             decision_id=report.decision_id,
             quality=quality,

@@ -71,7 +71,12 @@ async def load_strict_json(request: Request) -> Any:
 def _check_content_type(request: Request) -> None:
     content_type = request.headers.get("content-type")
     if content_type is None:
-        return
+        # FastAPI does not read a body without a content type as JSON, which would
+        # fail validation with a confusing message; name the missing header instead.
+        raise UnsupportedMediaTypeError(
+            "The request has no Content-Type header; send application/json.",
+            field="Content-Type",
+        )
 
     media_type = content_type.split(";", 1)[0].strip().lower()
     if media_type == "application/json" or media_type.endswith("+json"):
