@@ -20,7 +20,13 @@ import functools
 from pathlib import Path
 
 import numpy as np
-from replay_inputs import MULTITASK_LOG, format_spread, load_log_and_contexts
+from replay_inputs import (
+    MULTITASK_LOG,
+    format_spread,
+    load_log_and_contexts,
+    plot_shares,
+    rolling_share,
+)
 
 from banditroute.catalog import Catalog
 from banditroute.policies import ContextualThompsonSampling
@@ -51,6 +57,7 @@ def parse_arguments() -> argparse.Namespace:
     parser.add_argument(
         "--probe-observations", type=int, default=DEFAULT_PROBE_OBSERVATIONS
     )
+    parser.add_argument("--plot", type=Path, default=Path("reports/arrival.png"))
     return parser.parse_args()
 
 
@@ -99,8 +106,11 @@ def main() -> None:
         f"{result.model_names[added]} (copy of {best}, priced "
         f"like the cheapest model) added at the midpoint; window {arguments.window}"
     )
+    panels: dict[str, dict[str, np.ndarray]] = {}
+    change_step = 0
     for weight in weights:
         takeover, takeover_of_copied, shares, copied_shares = [], [], [], []
+        new_curves, copied_curves = [], []
         copied = log.catalog.index(best)
         for trace in (run for run in result.runs if run.cost_weight == weight):
             outcomes = stream_outcomes(
@@ -145,6 +155,11 @@ def main() -> None:
             periods = np.array_split(after, SHARE_PERIODS)
             shares.append([float(np.mean(part == added)) for part in periods])
             copied_shares.append([float(np.mean(part == copied)) for part in periods])
+            new_curves.append(rolling_share(trace.model_index, added, arguments.window))
+            copied_curves.append(
+                rolling_share(trace.model_index, copied, arguments.window)
+            )
+            change_step = change
             assert not np.any(trace.model_index[:change] == added)
 
         print(f"\ncost weight {weight:g}")
@@ -160,6 +175,17 @@ def main() -> None:
         print(
             "  " + "  ".join(f"{value:.2f}" for value in np.mean(copied_shares, axis=0))
         )
+        panels[f"cost weight {weight:g}"] = {
+            f"new model ({result.model_names[added]})": np.mean(new_curves, axis=0),
+            f"copied model ({best})": np.mean(copied_curves, axis=0),
+        }
+
+    plot_shares(
+        panels,
+        change_step,
+        arguments.plot,
+        f"share of the last {arguments.window} decisions",
+    )
 
 
 if __name__ == "__main__":

@@ -22,7 +22,13 @@ import functools
 from pathlib import Path
 
 import numpy as np
-from replay_inputs import MULTITASK_LOG, format_spread, load_log_and_contexts
+from replay_inputs import (
+    MULTITASK_LOG,
+    format_spread,
+    load_log_and_contexts,
+    plot_shares,
+    rolling_share,
+)
 
 from banditroute.policies import make_policy
 from banditroute.replay import ReplaySettings, replay
@@ -44,6 +50,7 @@ def parse_arguments() -> argparse.Namespace:
     parser.add_argument("--swap-with", default="mistral-7b-instruct-v0.3")
     parser.add_argument("--scenarios", default="stationary,drift-drop,drift-swap")
     parser.add_argument("--jobs", type=int, default=1)
+    parser.add_argument("--plot", type=Path, default=Path("reports/drift.png"))
     return parser.parse_args()
 
 
@@ -55,6 +62,13 @@ def best_model(log) -> str:
     quality = np.asarray(log.quality, dtype=float)
     complete = np.isfinite(quality).all(axis=1)
     return log.catalog.names[int(np.argmax(quality[complete].mean(axis=0)))]
+
+
+def mean_share(log, result, scenario: Scenario, window: int) -> np.ndarray:
+    """Return the seed-mean rolling share of the scenario's first model."""
+    model = log.catalog.index(scenario.models[0])
+    curves = [rolling_share(trace.model_index, model, window) for trace in result.runs]
+    return np.mean(curves, axis=0)
 
 
 def run_metrics(log, result, scenario: Scenario, window: int) -> dict[str, list]:
@@ -132,6 +146,8 @@ def main() -> None:
         f"{'rise steps':>16}"
     )
     print(header)
+    panels: dict[str, dict[str, np.ndarray]] = {}
+    change_step = 0
     for scenario in scenarios:
         for half_life in parse_half_lives(arguments.half_lives):
             settings = ReplaySettings(
@@ -149,6 +165,11 @@ def main() -> None:
             name = scenario.kind + (
                 ":" + ",".join(scenario.models) if scenario.models else ""
             )
+            if scenario.changes:
+                label = f"half-life {half_life:g}" if half_life else "no forgetting"
+                curves = panels.setdefault(name, {})
+                curves[label] = mean_share(log, result, scenario, arguments.window)
+                change_step = scenario.change_step(len(result.runs[0].rows)) or 0
             row = f"{name:<60}{str(half_life or 'none'):>10}"
             row += f"{format_spread(figures['gap'], '.3f'):>16}"
             row += f"{format_spread(figures['gap_last_fifth'], '.3f'):>16}"
@@ -159,6 +180,14 @@ def main() -> None:
             if figures["rise"]:
                 row += f"{format_spread(figures['rise'], '.0f'):>16}"
             print(row, flush=True)
+
+    if panels:
+        plot_shares(
+            panels,
+            change_step,
+            arguments.plot,
+            f"share of the changed model, last {arguments.window} decisions",
+        )
 
 
 if __name__ == "__main__":
