@@ -269,6 +269,8 @@ async def start_service(
         np.random.default_rng(settings.seed),
         prior=settings.prior.to_prior(),
         half_life=settings.half_life,
+        exploration=settings.exploration.scale,
+        noise_variance=settings.exploration.noise_variance,
     )
     if store is None:
         store = _open_store(settings, features.dimension)
