@@ -268,3 +268,25 @@ def test_fixed_prior_keeps_weight_precision():
     np.testing.assert_array_equal(
         posteriors.weight_precision, [PRIOR.weight_precision] * 2
     )
+
+
+def test_learned_precision_with_forgetting():
+    rng = np.random.default_rng(27)
+    dimension = 10
+    contexts = random_contexts(rng, 3000, dimension)
+    qualities = 0.5 + 0.3 * rng.standard_normal(3000)
+    posteriors = LinearPosteriors(
+        1, dimension, LEARNED, half_life=500.0, dtype=np.float64
+    )
+
+    for context, quality in zip(contexts, qualities, strict=True):
+        posteriors.update(0, context, quality)
+    posteriors.refresh(0)
+
+    data_precision = posteriors.precision[0] - np.diag(posteriors.prior_precision[0])
+    assert posteriors.weight_precision[0] > 100 * LEARNED.weight_precision
+    assert posteriors.effective_observations[0] < 1000
+    np.testing.assert_allclose(
+        posteriors.covariance[0], np.linalg.inv(posteriors.precision[0]), rtol=1e-8
+    )
+    assert np.linalg.eigvalsh(data_precision).min() > -1e-9
