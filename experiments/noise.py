@@ -3,8 +3,10 @@
 Replays the multitask and AlpacaEval routing logs from scratch at two cost weights
 each, on the same seeds, with these settings of the sampled standard deviation:
 
+- learned prior: exact Thompson sampling (x1) with the learned noise variance and
+  each model's weight precision learned by evidence maximization;
 - learned: noise variance from each model's normal-inverse-gamma posterior, x1
-  (exact Thompson sampling);
+  (exact Thompson sampling), with the fixed weight precision;
 - learned x0.5: the same, scaled by exploration 0.5;
 - fixed 0.25 and fixed 0.05: noise variance fixed, exploration 1.
 
@@ -29,13 +31,21 @@ from replay_inputs import (
 from banditroute.catalog import Catalog
 from banditroute.policies import ContextualThompsonSampling
 from banditroute.policy import Policy
+from banditroute.posterior import PriorSettings
 from banditroute.replay import ReplaySettings, replay
 
+FIXED_PRIOR = PriorSettings(learn_weight_precision=False)
+LEARNED_PRIOR = PriorSettings(learn_weight_precision=True)
 SETTINGS = {
-    "learned": {"exploration": 1.0, "noise_variance": None},
-    "learned x0.5": {"exploration": 0.5, "noise_variance": None},
-    "fixed 0.25": {"exploration": 1.0, "noise_variance": 0.25},
-    "fixed 0.05": {"exploration": 1.0, "noise_variance": 0.05},
+    "learned prior": {
+        "exploration": 1.0,
+        "noise_variance": None,
+        "prior": LEARNED_PRIOR,
+    },
+    "learned x0.5": {"exploration": 0.5, "noise_variance": None, "prior": FIXED_PRIOR},
+    "learned": {"exploration": 1.0, "noise_variance": None, "prior": FIXED_PRIOR},
+    "fixed 0.25": {"exploration": 1.0, "noise_variance": 0.25, "prior": FIXED_PRIOR},
+    "fixed 0.05": {"exploration": 1.0, "noise_variance": 0.05, "prior": FIXED_PRIOR},
 }
 COST_WEIGHTS = {MULTITASK_LOG: (0.0, 200.0), ALPACAEVAL_LOG: (0.0, 20.0)}
 
@@ -48,11 +58,13 @@ def build_thompson(
     *,
     exploration: float,
     noise_variance: float | None,
+    prior: PriorSettings,
 ) -> Policy:
     return ContextualThompsonSampling(
         catalog,
         dimension,
         rng,
+        prior=prior,
         exploration=exploration,
         noise_variance=noise_variance,
     )

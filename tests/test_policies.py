@@ -18,6 +18,7 @@ from banditroute.policies import (
     make_policy,
 )
 from banditroute.policy import WarmStartData, argmax_random_tie
+from banditroute.posterior import PriorSettings
 
 CATALOG = Catalog(
     [
@@ -187,6 +188,30 @@ def test_thompson_snapshot_restores_decisions():
     first = policy.decide(context_for(1), 100, 0.0)
     second = copy.decide(context_for(1), 100, 0.0)
     np.testing.assert_array_equal(first.scores, second.scores)
+
+
+def test_thompson_learned_prior_snapshot_restores_state():
+    prior = PriorSettings(learn_weight_precision=True)
+    policy = ContextualThompsonSampling(
+        CATALOG, DIMENSION, np.random.default_rng(15), prior=prior
+    )
+    train_online(policy, 300, np.random.default_rng(16))
+    copy = ContextualThompsonSampling(
+        CATALOG, DIMENSION, np.random.default_rng(0), prior=prior
+    )
+
+    copy.restore(policy.snapshot())
+    policy.rng = np.random.default_rng(17)
+    copy.rng = np.random.default_rng(17)
+    train_online(policy, 100, np.random.default_rng(18))
+    train_online(copy, 100, np.random.default_rng(18))
+
+    first, second = policy.snapshot(), copy.snapshot()
+    assert "models.weight_precision" in first
+    assert "pooled.weight_precision" in first
+    assert not np.all(first["models.weight_precision"] == prior.weight_precision)
+    for name, value in first.items():
+        np.testing.assert_array_equal(second[name], value, err_msg=name)
 
 
 @pytest.mark.parametrize(

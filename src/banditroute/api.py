@@ -273,6 +273,8 @@ async def start_service(
         np.random.default_rng(settings.seed),
         prior=settings.prior.to_prior(),
         half_life=settings.half_life,
+        exploration=settings.exploration.scale,
+        noise_variance=settings.exploration.noise_variance,
     )
 
     metrics = ServiceMetrics()

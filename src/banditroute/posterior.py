@@ -20,6 +20,13 @@ covariance never exceeds the prior covariance in any direction. The discount is
 applied exactly, observation by observation, whenever a model's covariance is
 re-computed. Between two re-computations, the observations since the last one count
 with weight 1 and the older ones keep their weight from then.
+
+With ``PriorSettings.learn_weight_precision``, each model's prior precision of the
+non-bias weights is re-estimated at every refresh by type-II maximum likelihood:
+MacKay's fixed point on the evidence, with the noise variance integrated out (see
+``estimate_weight_precision``). A model then also refreshes when its feedback count
+reaches a power of two below ``refresh_interval``, so the estimate follows the data
+from the first observations on.
 """
 
 from __future__ import annotations
@@ -66,7 +73,13 @@ class PriorSettings:
     """Prior mean of the intercept: the quality expected of an unseen model."""
     bias_precision: float = 1.0
     weight_precision: float = 30.0
-    """Prior precision of every non-bias weight (embedding and metadata features)."""
+    """Prior precision of every non-bias weight (embedding and metadata features), or
+    its starting value with ``learn_weight_precision``."""
+    learn_weight_precision: bool = False
+    """Re-estimate each model's weight precision from its feedback at every refresh,
+    by maximizing the marginal likelihood (see ``estimate_weight_precision``). Off by
+    default because Thompson sampling did worse with it on both real routing logs
+    (see ``DEFAULT_EXPLORATION`` in ``banditroute.policies.thompson``)."""
     noise_shape: float = 2.0
     """Inverse-gamma shape of the noise variance. Small values let the data decide."""
     noise_variance: float = 0.25
@@ -94,6 +107,125 @@ def forgetting_refresh_interval(half_life: float, dimension: int) -> int:
     """
     quarter = int(half_life * FORGETTING_REFRESH_SHARE)
     return min(DEFAULT_REFRESH_INTERVAL, max(dimension, quarter))
+
+
+WEIGHT_PRECISION_BOUNDS = (1e-6, 1e8)
+"""Range of a learned weight precision. The evidence can rise without end as the
+precision grows (feedback with no signal beyond the prior mean) or shrinks, so the
+estimate stops at these numerical limits, far beyond any useful value."""
+
+_ESTIMATE_TOLERANCE = 1e-9
+_ESTIMATE_MAX_ITERATIONS = 500
+
+
+@dataclass(frozen=True)
+class EvidenceTerms:
+    """A model's feedback reduced to what its evidence needs as a function of the
+    weight precision alpha, for the prior N(m0, sigma^2 diag(b, alpha, ..., alpha)).
+
+    Integrating out the bias leaves the Schur complement ``T`` of the data precision
+    X'X on the non-bias weights, with eigenvalues ``eigenvalues`` and ``projections``
+    (the eigenbasis coordinates of the non-bias part of X'y - X'X m0 after the same
+    elimination). With them, every quantity below costs O(d) per value of alpha.
+    """
+
+    eigenvalues: np.ndarray
+    projections: np.ndarray
+    bias_fit: float
+    """Squared residual moment explained by the bias: r0^2 / (X'X[0, 0] + b)."""
+    prior_residual: float
+    """Sum of squared residuals of the prior mean: ||y - X m0||^2."""
+    shape: float
+    """Posterior inverse-gamma shape a_N."""
+    base_scale: float
+    """Prior inverse-gamma scale b_0."""
+
+    def fixed_point(self, alpha: float) -> float:
+        """Return MacKay's update alpha' = gamma * s^2 / ||m_N - m0||^2 (non-bias).
+
+        gamma = sum mu / (mu + alpha) is the number of weight directions the data
+        determine, and s^2 = b_N / a_N is the noise scale the Student-t predictive
+        uses. A fixed point sets the derivative of the log evidence to zero.
+        """
+        denominator = self.eigenvalues + alpha
+        determined = float(np.sum(self.eigenvalues / denominator))
+        shift = self.projections / denominator
+        fitted = self.bias_fit + float(self.projections @ shift)
+        noise_scale = (
+            self.base_scale + 0.5 * max(self.prior_residual - fitted, 0.0)
+        ) / self.shape
+        shift_squared = float(shift @ shift)
+        if shift_squared <= 0.0:
+            return WEIGHT_PRECISION_BOUNDS[1]
+        return determined * noise_scale / shift_squared
+
+    def log_evidence(self, alpha: float) -> float:
+        """Return the log evidence of the feedback, up to a term free of alpha."""
+        denominator = self.eigenvalues + alpha
+        fitted = self.bias_fit + float(
+            self.projections @ (self.projections / denominator)
+        )
+        scale = self.base_scale + 0.5 * max(self.prior_residual - fitted, 0.0)
+        dimension = len(self.eigenvalues)
+        return float(
+            0.5 * dimension * np.log(alpha)
+            - 0.5 * np.sum(np.log(denominator))
+            - self.shape * np.log(scale)
+        )
+
+
+def evidence_terms(
+    data_precision: np.ndarray,
+    quality_moment: np.ndarray,
+    sum_squared_quality: float,
+    prior_mean: np.ndarray,
+    prior: PriorSettings,
+    shape: float,
+) -> EvidenceTerms:
+    """Reduce one model's sufficient statistics to its ``EvidenceTerms``.
+
+    ``data_precision`` is X'X without the prior, ``quality_moment`` X'y and
+    ``sum_squared_quality`` y'y (all discounted alike under forgetting). Costs one
+    symmetric eigendecomposition of size d - 1.
+    """
+    bias_total = data_precision[0, 0] + prior.bias_precision
+    cross = data_precision[1:, 0]
+    residual_moment = quality_moment - data_precision @ prior_mean
+    complement = data_precision[1:, 1:] - np.outer(cross, cross / bias_total)
+    eigenvalues, eigenvectors = np.linalg.eigh(complement)
+    eliminated = residual_moment[1:] - cross * (residual_moment[0] / bias_total)
+    prior_residual = (
+        sum_squared_quality
+        - 2.0 * float(prior_mean @ quality_moment)
+        + float(prior_mean @ (data_precision @ prior_mean))
+    )
+    return EvidenceTerms(
+        eigenvalues=np.maximum(eigenvalues, 0.0),
+        projections=eigenvectors.T @ eliminated,
+        bias_fit=float(residual_moment[0] ** 2 / bias_total),
+        prior_residual=max(prior_residual, 0.0),
+        shape=shape,
+        base_scale=prior.noise_shape * prior.noise_variance,
+    )
+
+
+def estimate_weight_precision(terms: EvidenceTerms, start: float) -> float:
+    """Return the weight precision that maximizes the evidence, from ``start``.
+
+    Iterates MacKay's fixed point in log space until it moves by under 1e-9
+    (relative) or 500 iterations, clipped to ``WEIGHT_PRECISION_BOUNDS``. The result
+    depends only on the inputs, so every process that applies the same feedback
+    reaches the same value.
+    """
+    low, high = WEIGHT_PRECISION_BOUNDS
+    alpha = float(np.clip(start, low, high))
+    for _ in range(_ESTIMATE_MAX_ITERATIONS):
+        updated = float(np.clip(terms.fixed_point(alpha), low, high))
+        converged = abs(np.log(updated) - np.log(alpha)) < _ESTIMATE_TOLERANCE
+        alpha = updated
+        if converged:
+            break
+    return alpha
 
 
 class LinearPosteriors:
@@ -135,16 +267,16 @@ class LinearPosteriors:
         self.half_life = half_life
         self.refresh_interval = refresh_interval
 
-        self.prior_precision = np.full(dimension, float(prior.weight_precision))
-        self.prior_precision[0] = prior.bias_precision
+        self.weight_precision = np.full(n_models, float(prior.weight_precision))
+        """Per model, the prior precision of the non-bias weights (units 1/sigma^2)."""
         self.prior_mean = np.zeros(dimension)
         self.prior_mean[0] = prior.mean_quality
-        self._prior_term = self.prior_precision * self.prior_mean
+        self._set_prior_precision()
 
-        self.precision = np.tile(np.diag(self.prior_precision), (n_models, 1, 1))
-        self.covariance = np.tile(
-            np.diag(1.0 / self.prior_precision).astype(dtype), (n_models, 1, 1)
-        )
+        self.precision = np.stack([np.diag(row) for row in self.prior_precision])
+        self.covariance = np.stack(
+            [np.diag(1.0 / row) for row in self.prior_precision]
+        ).astype(dtype)
         # X'y per model: with the prior term added, covariance @ (prior_precision *
         # prior_mean + quality_moment) is the posterior mean. Keeping the two apart lets
         # the prior mean move (a pooled estimate shared by all models) at no cost.
@@ -178,6 +310,14 @@ class LinearPosteriors:
 
     def _empty_pending(self) -> np.ndarray:
         return np.empty((self.refresh_interval, self.dimension))
+
+    def _set_prior_precision(self) -> None:
+        """Set the (n_models, d) prior precisions and terms from weight_precision."""
+        self.prior_precision = np.repeat(
+            self.weight_precision[:, None], self.dimension, axis=1
+        )
+        self.prior_precision[:, 0] = self.prior.bias_precision
+        self._prior_term = self.prior_precision * self.prior_mean
 
     @property
     def effective_observations(self) -> np.ndarray:
@@ -220,7 +360,7 @@ class LinearPosteriors:
         """
         k = model_index
         if not self._mean_valid[k]:
-            moment = self._prior_term + self.quality_moment[k]
+            moment = self._prior_term[k] + self.quality_moment[k]
             self._mean[k] = self.covariance[k].astype(np.float64) @ moment
             self._mean_valid[k] = True
         return self._mean[k].copy()
@@ -242,7 +382,9 @@ class LinearPosteriors:
             x = context.astype(self.covariance.dtype, copy=False)
             covariance_x = self.covariance[k] @ x
         gain_denominator = 1.0 + float(covariance_x @ context)
-        prediction = float(covariance_x @ (self._prior_term + self.quality_moment[k]))
+        prediction = float(
+            covariance_x @ (self._prior_term[k] + self.quality_moment[k])
+        )
         residual = quality - prediction
         if self._mean_valid[k]:
             self._mean[k] += covariance_x * (residual / gain_denominator)
@@ -268,10 +410,22 @@ class LinearPosteriors:
         self._pending_quality[k][slot] = quality
         self._pending_time[k][slot] = self.clock
         self._n_pending[k] += 1
-        if self._n_pending[k] == self.refresh_interval:
+        if self._n_pending[k] == self.refresh_interval or self._estimates_at(
+            self.n_observations[k]
+        ):
             self.refresh(k)
         if self.discount is not None and self.clock % self.refresh_interval == 0:
             self._discount_stalest()
+
+    def _estimates_at(self, n_observations: int) -> bool:
+        # With a learned weight precision, a model is also refreshed (and its
+        # precision re-estimated) when its feedback count reaches a power of two
+        # below refresh_interval, so that the estimate follows the data early on. That
+        # adds about log2(refresh_interval) refreshes per model.
+        if not self.prior.learn_weight_precision:
+            return False
+        n = int(n_observations)
+        return 2 <= n < self.refresh_interval and n & (n - 1) == 0
 
     def _discount_stalest(self) -> None:
         # Models that receive no feedback still forget: every refresh_interval events
@@ -299,6 +453,7 @@ class LinearPosteriors:
         self.sum_squared_quality[model_index] += float(qualities @ qualities)
         self.shape[model_index] += 0.5 * len(qualities)
         self.n_observations[model_index] += len(qualities)
+        self._estimate_weight_precision(model_index)
         self._refactorize(model_index)
 
     def fit_table(self, contexts: np.ndarray, quality: np.ndarray) -> None:
@@ -322,6 +477,7 @@ class LinearPosteriors:
             pending = self._pending[k][:n]
             self.precision[k] += pending.T @ pending
         self._n_pending[k] = 0
+        self._estimate_weight_precision(k)
         self._refactorize(k)
 
     def _discount(self, k: int) -> None:
@@ -346,9 +502,9 @@ class LinearPosteriors:
 
         diagonal = np.diag_indices(self.dimension)
         precision = self.precision[k]
-        precision[diagonal] -= self.prior_precision
+        precision[diagonal] -= self.prior_precision[k]
         precision *= decay
-        precision[diagonal] += self.prior_precision
+        precision[diagonal] += self.prior_precision[k]
         precision += contexts.T @ (weights[:, None] * contexts)
 
         self.quality_moment[k] = decay * old_moment + contexts.T @ (weights * qualities)
@@ -360,6 +516,35 @@ class LinearPosteriors:
         )
         self.discounted_at[k] = self.clock
         self._mean_valid[k] = False
+
+    def _estimate_weight_precision(self, k: int) -> None:
+        """Replace model ``k``'s weight precision by its evidence maximum.
+
+        Call with every observation folded into the precision. The data part of the
+        precision and the moments do not depend on the prior, so only the prior
+        diagonal of the precision changes.
+        """
+        if not self.prior.learn_weight_precision:
+            return
+        if self.shape[k] <= self.prior.noise_shape:
+            return
+        diagonal = np.diag_indices(self.dimension)
+        data_precision = self.precision[k].copy()
+        data_precision[diagonal] -= self.prior_precision[k]
+        terms = evidence_terms(
+            data_precision,
+            self.quality_moment[k],
+            float(self.sum_squared_quality[k]),
+            self.prior_mean,
+            self.prior,
+            float(self.shape[k]),
+        )
+        alpha = estimate_weight_precision(terms, float(self.weight_precision[k]))
+        self.precision[k][diagonal] -= self.prior_precision[k]
+        self.weight_precision[k] = alpha
+        self.prior_precision[k, 1:] = alpha
+        self._prior_term[k] = self.prior_precision[k] * self.prior_mean
+        self.precision[k][diagonal] += self.prior_precision[k]
 
     def precision_matrix(self, model_index: int) -> np.ndarray:
         """Return the exact precision of ``model_index``, pending contexts included."""
@@ -373,8 +558,12 @@ class LinearPosteriors:
         Its prior mean is the current shared prior mean, so after ``set_prior_mean``
         with a pooled estimate, a new model starts from what the others have shown.
         """
-        prior_precision = np.diag(self.prior_precision)
-        prior_covariance = np.diag(1.0 / self.prior_precision)
+        self.weight_precision = np.append(
+            self.weight_precision, self.prior.weight_precision
+        )
+        self._set_prior_precision()
+        prior_precision = np.diag(self.prior_precision[-1])
+        prior_covariance = np.diag(1.0 / self.prior_precision[-1])
         self.precision = np.concatenate([self.precision, prior_precision[None]])
         self.covariance = np.concatenate(
             [self.covariance, prior_covariance[None].astype(self.covariance.dtype)]
@@ -409,6 +598,10 @@ class LinearPosteriors:
         state["n_pending"] = self._n_pending.copy()
         state["mean"] = self._mean.copy()
         state["mean_valid"] = self._mean_valid.copy()
+        # Only a learned weight precision is state, so snapshots of a fixed prior keep
+        # the arrays (and digests) they had before the precision could be learned.
+        if self.prior.learn_weight_precision:
+            state["weight_precision"] = self.weight_precision.copy()
         return state
 
     def restore(self, state: dict[str, np.ndarray]) -> None:
@@ -441,7 +634,21 @@ class LinearPosteriors:
             np.array(rows, dtype=np.int64) for rows in state["pending_time"]
         ]
         self._n_pending = np.asarray(state["n_pending"], dtype=np.int64).copy()
-        self._prior_term = self.prior_precision * self.prior_mean
+        if self.prior.learn_weight_precision:
+            if "weight_precision" not in state:
+                raise ValueError(
+                    "The snapshot has no learned weight precision; restore it into "
+                    "posteriors built with learn_weight_precision=False, as it was "
+                    "taken."
+                )
+            self.weight_precision = np.asarray(
+                state["weight_precision"], dtype=np.float64
+            ).copy()
+        else:
+            self.weight_precision = np.full(
+                self.n_models, float(self.prior.weight_precision)
+            )
+        self._set_prior_precision()
         # The kept means carry the rounding of their recursive updates. Restoring them
         # makes a restored replica continue bit for bit like the one it came from.
         self._mean = np.asarray(state["mean"], dtype=np.float64).copy()
@@ -470,8 +677,8 @@ class LinearPosteriors:
 
         # The inverse-gamma scale from its closed form, which also removes the drift of
         # the recursive residual updates.
-        moment = self._prior_term + self.quality_moment[k]
-        prior_term = float(self.prior_mean @ self._prior_term)
+        moment = self._prior_term[k] + self.quality_moment[k]
+        prior_term = float(self.prior_mean @ self._prior_term[k])
         fitted_term = float(moment @ (covariance @ moment))
         explained = self.sum_squared_quality[k] + prior_term - fitted_term
         base_scale = self.prior.noise_shape * self.prior.noise_variance

@@ -41,6 +41,7 @@ from banditroute.events import ControlEvent
 from banditroute.features import FeatureSpec
 from banditroute.health import HealthSettings
 from banditroute.pacing import DEFAULT_LEARNING_RATE, DEFAULT_WARMUP_REQUESTS
+from banditroute.policies.thompson import DEFAULT_EXPLORATION
 from banditroute.posterior import DEFAULT_PRIOR, PriorSettings
 from banditroute.store import store_namespace
 
@@ -136,9 +137,40 @@ class PriorConfig(BaseModel):
     )
     noise_shape: float = Field(2.0, gt=0, allow_inf_nan=False)
     noise_variance: float = Field(0.25, gt=0, allow_inf_nan=False)
+    learn_weight_precision: bool = DEFAULT_PRIOR.learn_weight_precision
+    """Re-estimate each model's weight precision from its feedback (evidence
+    maximization); ``weight_precision`` is then its starting value."""
 
     def to_prior(self) -> PriorSettings:
         return PriorSettings(**self.model_dump())
+
+    def identity(self) -> dict[str, object]:
+        """Return the fields that shape the learned state, for the store namespace.
+
+        ``learn_weight_precision`` enters only when true, so that namespaces of a
+        fixed prior stay as they were before the precision could be learned.
+        """
+        fields = self.model_dump()
+        if not fields["learn_weight_precision"]:
+            del fields["learn_weight_precision"]
+        return fields
+
+
+class ExplorationConfig(BaseModel):
+    """Overrides of how widely Thompson sampling draws each model's quality.
+
+    Neither changes what the posterior learns, only the draws, so neither enters the
+    store namespace and processes with other values can share one learned state.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    scale: float = Field(DEFAULT_EXPLORATION, gt=0, allow_inf_nan=False)
+    """Multiplier on the posterior standard deviation of each sampled quality; 1 is
+    exact Thompson sampling."""
+    noise_variance: float | None = Field(None, gt=0, allow_inf_nan=False)
+    """Noise variance of quality used in the draws instead of the one learned from
+    the feedback (quality units squared); None uses the learned one."""
 
 
 class FeatureConfig(BaseModel):
@@ -177,6 +209,7 @@ class ServiceSettings(BaseSettings):
     cost_weight: float = Field(0.0, ge=0, allow_inf_nan=False)
     """Default quality points a caller gives up to save one USD of expected cost."""
     prior: PriorConfig = Field(default_factory=PriorConfig)
+    exploration: ExplorationConfig = Field(default_factory=ExplorationConfig)
     half_life: float | None = Field(None, gt=0, allow_inf_nan=False)
     """Feedback events (of all models) after which a feedback's weight in the
     posterior halves, for quality that drifts; None keeps all feedback."""
@@ -291,7 +324,7 @@ class ServiceSettings(BaseSettings):
         identity: dict[str, object] = {
             "encoder": self.encoder_model,
             "features": self.features.model_dump(),
-            "prior": self.prior.model_dump(),
+            "prior": self.prior.identity(),
         }
         # Added only when set, so that namespaces without forgetting stay as before.
         if self.half_life is not None:

@@ -29,6 +29,16 @@ model) and 0.3 (which sometimes settled on a poor model early). After a warm sta
 alone (1.0) was also worse on both real logs at cost weight 0 and above: from
 scratch over 5 seeds, its gap recovered over the whole stream was 0.07 to 0.13 lower
 on the multitask log and 0.07 to 0.25 lower on AlpacaEval (``experiments/noise.py``).
+
+Learning each model's weight precision from the feedback
+(``PriorSettings.learn_weight_precision``) does not remove the need for 0.5. With it
+and exploration 1.0, the whole-stream gap recovered over 5 seeds was -0.19 ± 0.05 and
+-0.10 ± 0.03 on the multitask log (cost weights 0 and 200), against 0.01 ± 0.04 and
+0.02 ± 0.04 for 0.5. On AlpacaEval it was -0.41 ± 0.03 and -0.24 ± 0.04 (weights 0
+and 20), against -0.26 ± 0.01 and -0.23 ± 0.05. The evidence puts the precision of
+the models chosen most below 30 (9 to 23 in one multitask run), which widens
+their draws. It puts the precision of rarely chosen models at its upper bound, which
+leaves them only the intercept to explore.
 """
 
 DEFAULT_PROBE_SHARE = 0.2
