@@ -144,41 +144,47 @@ def per_seed(result: ReplayResult, weight: float, metric: str) -> np.ndarray:
     return result.summary(POLICY, weight).metrics[metric].values
 
 
+def envelope_quality(
+    points: list[tuple[float, float]], spend: np.ndarray | float
+) -> np.ndarray:
+    """Return the upper envelope of (cost, quality) points at ``spend``.
+
+    Read by linear interpolation, which a mix of two fixed weights reaches, and NaN
+    outside the points' spends. Spending more never needs to buy less, so the
+    envelope keeps the running maximum of quality.
+    """
+    points = sorted(points)
+    costs = np.array([c for c, _ in points])
+    qualities = np.maximum.accumulate(np.array([q for _, q in points]))
+    spend = np.asarray(spend, dtype=float)
+    inside = (costs[0] <= spend) & (spend <= costs[-1])
+    return np.where(inside, np.interp(spend, costs, qualities), np.nan)
+
+
 def frontier_quality(
     sweep: dict[float, tuple[np.ndarray, np.ndarray]], seed: int, spend: float
 ) -> float:
-    """Return the quality of the fixed-weight frontier of one seed at ``spend``.
+    """Return the envelope of one seed's fixed-weight points at ``spend``.
 
-    The frontier is the upper envelope of the sweep's (cost, quality) points, read
-    by linear interpolation, which a mix of two fixed weights reaches. Outside the
-    swept spends it is NaN.
+    It takes the best of several noisy qualities at nearly the same spend, so it
+    reads high by about the seed noise.
     """
-    points = sorted((cost[seed], quality[seed]) for cost, quality in sweep.values())
-    costs = np.array([c for c, _ in points])
-    # Spending more never needs to buy less: keep the running max of quality.
-    qualities = np.maximum.accumulate(np.array([q for _, q in points]))
-    if not costs[0] <= spend <= costs[-1]:
-        return float("nan")
-    return float(np.interp(spend, costs, qualities))
+    points = [(cost[seed], quality[seed]) for cost, quality in sweep.values()]
+    return float(envelope_quality(points, spend))
 
 
-def matched_weight(
-    sweep: dict[float, tuple[np.ndarray, np.ndarray]], spend: float
-) -> float | None:
-    """Return the fixed weight whose mean spend over the seeds equals ``spend``.
+def mean_frontier_quality(
+    sweep: dict[float, tuple[np.ndarray, np.ndarray]], spend: np.ndarray
+) -> np.ndarray:
+    """Return the envelope of the fixed weights' seed means at ``spend``.
 
-    Mean spend falls as the weight rises; between two swept weights the log spend is
-    taken as linear in the log weight. None when ``spend`` is outside the sweep.
+    Each fixed weight is one point, its mean cost and mean quality over the seeds,
+    so seed noise does not raise the envelope.
     """
-    weights = sorted(w for w in sweep if w > 0)
-    spends = [float(sweep[w][0].mean()) for w in weights]
-    for low, high, low_spend, high_spend in zip(
-        weights, weights[1:], spends, spends[1:], strict=False
-    ):
-        if low_spend >= spend >= high_spend and low_spend > high_spend:
-            position = np.log(low_spend / spend) / np.log(low_spend / high_spend)
-            return float(f"{low * (high / low) ** position:.4g}")
-    return None
+    points = [
+        (float(cost.mean()), float(quality.mean())) for cost, quality in sweep.values()
+    ]
+    return envelope_quality(points, spend)
 
 
 def pacing(args: argparse.Namespace) -> dict:
@@ -226,14 +232,7 @@ def pacing(args: argparse.Namespace) -> dict:
                 cost_target=target, pacing_warmup_requests=WARMUP_REQUESTS[name]
             )
             paced = run(loaded, replace(base, controls=controls))
-            row = pacing_row(paced, sweep, target)
-            weight = matched_weight(sweep, float(np.mean(row["spend"])))
-            if weight is not None:
-                fixed = run(loaded, replace(base, cost_weights=(weight,)))
-                row["matched_weight"] = weight
-                row["matched_spend"] = per_seed(fixed, weight, "cost_usd").tolist()
-                row["matched_quality"] = per_seed(fixed, weight, "quality").tolist()
-            rows.append(row)
+            rows.append(pacing_row(paced, sweep, target))
             print("\n".join(control_markdown(paced)))
             plot_paced(axes, paced, target)
 
@@ -273,6 +272,7 @@ def pacing_row(
         [frontier_quality(sweep, seed, spend[seed]) for seed in range(len(spend))]
     )
     return {
+        "mean_frontier_quality": mean_frontier_quality(sweep, spend).tolist(),
         "target": target,
         "relative_gap_after_warmup": (after / target - 1.0).tolist(),
         "spend": spend.tolist(),
@@ -306,27 +306,18 @@ def print_pacing_rows(name: str, rows: list[dict]) -> None:
         )
 
     print(
-        f"\n### {name}: paced against the fixed weight that spends the same "
-        "(same seeds; 95% interval of the mean paired difference)"
+        f"\n### {name}: paced quality minus the frontier of the fixed weights' seed "
+        "means at each seed's spend (95% interval of the mean)"
     )
-    print(
-        "| target USD | matched weight | its spend | its quality | paced quality | "
-        "paced - matched |"
-    )
-    print("| ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| target USD | frontier of seed means | paced - frontier |")
+    print("| ---: | ---: | ---: |")
     for row in rows:
-        if "matched_weight" not in row:
-            print(f"| {row['target']:.4g} | outside the sweep | | | | |")
-            continue
-        quality = np.array(row["quality"])
-        matched = np.array(row["matched_quality"])
-        low, high = mean_interval(quality - matched)
+        frontier = np.array(row["mean_frontier_quality"])
+        difference = np.array(row["quality"]) - frontier
+        low, high = mean_interval(difference[np.isfinite(difference)])
         print(
-            f"| {row['target']:.4g} | {row['matched_weight']:g} | "
-            f"{np.mean(row['matched_spend']):.4g} | "
-            f"{matched.mean():.3f} ± {matched.std(ddof=1):.3f} | "
-            f"{quality.mean():.3f} ± {quality.std(ddof=1):.3f} | "
-            f"{(quality - matched).mean():+.4f} [{low:+.4f}, {high:+.4f}] |"
+            f"| {row['target']:.4g} | {np.nanmean(frontier):.3f} | "
+            f"{np.nanmean(difference):+.4f} [{low:+.4f}, {high:+.4f}] |"
         )
 
 
