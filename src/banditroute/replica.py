@@ -66,7 +66,9 @@ class PosteriorReplica:
     that tails the stream in this event loop. Routing (``decide``) reads only the
     in-memory posterior, so it keeps working while the store is unreachable. The tail
     task then retries with exponential backoff capped at ``retry_max_seconds`` and
-    resumes after its last applied event when the store is back. While events keep
+    resumes after its last applied event when the store is back. The default cap of
+    1 s bounds how long requests stay degraded after the store returns, at the price
+    of one small call per process and second during an outage. While events keep
     arriving, the task waits ``read_interval_seconds`` between reads, so that it reads
     them in batches.
 
@@ -94,7 +96,7 @@ class PosteriorReplica:
         snapshot_lock_ms: int = 5000,
         trim_margin_seconds: float = 60.0,
         retry_initial_seconds: float = 0.05,
-        retry_max_seconds: float = 5.0,
+        retry_max_seconds: float = 1.0,
         read_interval_seconds: float = 0.005,
         controls: ControlState | None = None,
     ) -> None:
