@@ -540,6 +540,23 @@ def test_redis_outage_degrades_then_recovers(tmp_path, private_redis, encoder):
         assert stats["posterior"]["last_event_id"] == recovered.json()["event_id"]
 
 
+def test_lone_surrogate_in_prompt_is_422(client):
+    raw = b'{"prompt": "hello \\ud800 world"}'
+
+    response = client.post("/route", content=raw, headers=JSON)
+
+    assert_error(response, 422, "prompt", None)
+    assert "U+D800" in response.json()["message"]
+
+
+def test_lone_surrogate_in_a_key_is_422(client):
+    raw = b'{"decision_id": "x", "\\udfff": 1}'
+
+    response = client.post("/feedback", content=raw, headers=JSON)
+
+    assert_error(response, 422, "\\udfff", None)
+
+
 def test_deeply_nested_body_is_400(client):
     # Deeper than Python's default recursion limit, within the body size limit.
     depth = 1500

@@ -36,7 +36,12 @@ from banditroute.batcher import EncodingBatcher
 from banditroute.catalog import Catalog
 from banditroute.control_state import ControlState
 from banditroute.encoder import Encoder
-from banditroute.errors import ConfigError, EmptyPromptError, UnknownModelError
+from banditroute.errors import (
+    ConfigError,
+    EmptyPromptError,
+    InvalidTextError,
+    UnknownModelError,
+)
 from banditroute.events import ControlEvent, DecisionRecord, new_decision_id
 from banditroute.features import FeatureBuilder
 from banditroute.feedback import (
@@ -103,7 +108,7 @@ def error_response(error: Exception, request: Request | None = None) -> JSONResp
             f"Retry in "
             f"{retry_after} s; feedback is idempotent, so repeating it is safe.",
         )
-    elif isinstance(error, UnknownModelError | EmptyPromptError):
+    elif isinstance(error, UnknownModelError | EmptyPromptError | InvalidTextError):
         status = 422
         body = ErrorResponse(error="invalid_field", message=str(error))
     else:
@@ -620,6 +625,7 @@ def create_app(
         app.add_exception_handler(error_class, _handle_error)
     app.add_exception_handler(UnknownModelError, _handle_error)
     app.add_exception_handler(EmptyPromptError, _handle_error)
+    app.add_exception_handler(InvalidTextError, _handle_error)
     app.add_exception_handler(StarletteHTTPException, _handle_http_error)
     app.add_middleware(RequestLogMiddleware)
 

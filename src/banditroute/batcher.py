@@ -152,7 +152,11 @@ class EncodingBatcher:
                 raise
             except Exception as error:
                 logger.exception("Encoding a batch of %d prompts failed", len(batch))
-                _fail(batch, error)
+                if len(batch) == 1:
+                    _fail(batch, error)
+                else:
+                    # One prompt the checks missed must not fail the others.
+                    await self._encode_each(batch)
                 continue
 
             self.batches += 1
@@ -165,6 +169,22 @@ class EncodingBatcher:
                 (time.perf_counter() - started) * 1000,
             )
             _deliver(batch, embeddings)
+
+    async def _encode_each(self, batch: list[_Pending]) -> None:
+        """Encode the prompts of a failed batch one at a time."""
+        loop = asyncio.get_running_loop()
+        for pending in batch:
+            try:
+                embeddings = await loop.run_in_executor(
+                    self._executor, self.encoder.encode, [pending.text]
+                )
+            except asyncio.CancelledError:
+                _fail(batch, RuntimeError("The encoding batcher stopped."))
+                raise
+            except Exception as error:
+                _fail([pending], error)
+                continue
+            _deliver([pending], embeddings)
 
     async def _collect_batch(self) -> list[_Pending]:
         assert self._queue is not None

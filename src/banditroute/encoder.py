@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from banditroute.errors import ConfigError, EmptyPromptError
+from banditroute.errors import ConfigError, EmptyPromptError, InvalidTextError
 
 logger = logging.getLogger(__name__)
 
@@ -172,7 +173,28 @@ def validate_prompts(texts: Sequence[str]) -> list[str]:
                 f"Prompt at position {position} is empty or contains only whitespace; "
                 "send a non-empty prompt."
             )
+
+        surrogate = find_lone_surrogate(text)
+        if surrogate is not None:
+            raise InvalidTextError(
+                f"Prompt at position {position} contains the lone UTF-16 surrogate "
+                f"U+{ord(text[surrogate]):04X} at character {surrogate}; send valid "
+                "UTF-8 text."
+            )
     return prompts
+
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def find_lone_surrogate(text: str) -> int | None:
+    """Return the position of the first lone UTF-16 surrogate in ``text``, if any.
+
+    JSON escapes such as "\\ud800" decode to them, and the tokenizer cannot encode
+    them.
+    """
+    match = _LONE_SURROGATE.search(text)
+    return None if match is None else match.start()
 
 
 def resolve_model_source(model: str | os.PathLike[str]) -> tuple[str, str, bool]:

@@ -22,6 +22,10 @@ class EmptyPromptError(BanditRouteError, ValueError):
     """A prompt to embed is empty or contains only whitespace."""
 
 
+class InvalidTextError(BanditRouteError, ValueError):
+    """A text contains a lone UTF-16 surrogate, which no UTF-8 text can hold."""
+
+
 class UnknownModelError(BanditRouteError, KeyError):
     """A model name is not in the catalog."""
 

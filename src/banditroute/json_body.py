@@ -10,6 +10,7 @@ import numpy as np
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
 
+from banditroute.encoder import find_lone_surrogate
 from banditroute.feedback import InvalidFieldError, RequestError
 
 if TYPE_CHECKING:
@@ -151,12 +152,21 @@ def parse_strict_json(body: bytes) -> Any:
             f"The body is not valid JSON: {error}; send a JSON object.", field="body"
         ) from error
 
-    path, number = _find_non_finite(parsed)
-    if number is not None:
+    invalid = _find_invalid_value(parsed)
+    if invalid is not None:
+        path, item = invalid
+        field = path or "body"
+        if isinstance(item, _NonFiniteNumber):
+            raise InvalidFieldError(
+                f"{field} is {item.text}; JSON numbers must be finite.",
+                field=field,
+                value=item.text,
+            )
+        code_point = ord(item[find_lone_surrogate(item) or 0])
         raise InvalidFieldError(
-            f"{path or 'body'} is {number.text}; JSON numbers must be finite.",
-            field=path or "body",
-            value=number.text,
+            f"{field} contains the lone UTF-16 surrogate U+{code_point:04X}; send "
+            "valid UTF-8 text.",
+            field=field,
         )
     return parsed
 
@@ -168,22 +178,35 @@ def _parse_finite_float(text: str) -> float | _NonFiniteNumber:
     return _NonFiniteNumber(text)
 
 
-def _find_non_finite(value: object) -> tuple[str, _NonFiniteNumber | None]:
-    """Return the dotted path and value of the first NaN or infinite number.
+def _find_invalid_value(value: object) -> tuple[str, object] | None:
+    """Return the dotted path and value of the first NaN or infinite number, or of
+    the first string or key with a lone UTF-16 surrogate; None if there is none.
 
     The walk uses its own stack, so a deeply nested body cannot exhaust Python's.
+    Path parts that hold a surrogate are escaped, so that the path can be encoded.
     """
     pending: list[tuple[object, list[str]]] = [(value, [])]
     while pending:
         item, path = pending.pop()
         if isinstance(item, _NonFiniteNumber):
             return ".".join(path), item
+        if isinstance(item, str):
+            if find_lone_surrogate(item) is not None:
+                return ".".join(path), item
+            continue
         if isinstance(item, dict):
             children: list[tuple[str, object]] = list(item.items())
         elif isinstance(item, list):
             children = [(str(index), child) for index, child in enumerate(item)]
         else:
             continue
+        for key, _ in children:
+            if find_lone_surrogate(key) is not None:
+                return ".".join([*path, _escaped(key)]), key
         # Reversed, so that the first child is examined first.
         pending.extend((child, [*path, str(key)]) for key, child in reversed(children))
-    return "", None
+    return None
+
+
+def _escaped(text: str) -> str:
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
