@@ -144,8 +144,18 @@ def test_admin_endpoints_reject_a_wrong_key(apps):
     assert response.json()["error"] == "unauthorized"
 
 
-def test_admin_key_is_checked_before_the_body(apps):
-    response = apps[0].post("/admin/models", json={"name": ""})
+@pytest.mark.parametrize(
+    ("content", "headers"),
+    [
+        (b'{"name": ""}', {"content-type": "application/json"}),
+        (b"{not json", {"content-type": "application/json"}),
+        (b"", {"content-type": "application/json"}),
+        (b'{"name": "x"}', {"content-type": "text/plain"}),
+        (b"x" * 200_000, {"content-type": "application/json"}),
+    ],
+)
+def test_admin_key_is_checked_before_the_body(apps, content, headers):
+    response = apps[0].post("/admin/models", content=content, headers=headers)
 
     assert response.status_code == 401
     assert response.json()["field"] == "Authorization"

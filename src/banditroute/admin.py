@@ -13,12 +13,13 @@ import logging
 import secrets
 from typing import TYPE_CHECKING, Any
 
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from banditroute.errors import BanditRouteError
 from banditroute.events import ControlEvent
 from banditroute.feedback import InvalidFieldError, RequestError
+from banditroute.json_body import StrictJSONRoute
 from banditroute.schemas import ERROR_RESPONSES, MAX_COST_USD
 from banditroute.settings import load_settings
 
@@ -92,16 +93,17 @@ class RolloutChange(BaseModel):
     default_model: str | None = None
 
 
-def add_admin_endpoints(app: FastAPI) -> None:
-    """Register the /admin endpoints on ``app``.
+class AdminRoute(StrictJSONRoute):
+    """A strict JSON route that checks the admin key before it reads the body, so a
+    request without the key gets 401 (or 403 when admin is off) whatever its body."""
 
-    The admin key is checked as a dependency, which runs before the body is
-    validated, so a request without the key gets 401 whatever its body.
-    """
-    admin = APIRouter(
-        dependencies=[Depends(_require_admin_key)],
-        route_class=app.router.route_class,
-    )
+    def check_before_body(self, request: Request) -> None:
+        _require_admin_key(request)
+
+
+def add_admin_endpoints(app: FastAPI) -> None:
+    """Register the /admin endpoints on ``app``."""
+    admin = APIRouter(route_class=AdminRoute)
 
     @admin.post("/admin/models", responses=ADMIN_ERROR_RESPONSES)
     async def add_model(body: NewModel, request: Request) -> dict[str, Any]:
@@ -181,7 +183,7 @@ def add_admin_endpoints(app: FastAPI) -> None:
 
 
 def _require_admin_key(request: Request) -> None:
-    """Reject a request without the admin key, before its body is validated."""
+    """Reject a request without the admin key."""
     service: Service = request.app.state.service
     key = service.settings.admin_key
     if key is None:

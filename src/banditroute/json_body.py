@@ -48,11 +48,18 @@ class StrictJSONRoute(APIRoute):
         takes_body = self.body_field is not None
 
         async def parse_then_handle(request: Request) -> Response:
+            self.check_before_body(request)
             if takes_body and request.method in ("POST", "PUT", "PATCH"):
                 await load_strict_json(request)
             return await handler(request)
 
         return parse_then_handle
+
+    def check_before_body(self, request: Request) -> None:
+        """Raise a RequestError to reject ``request`` before its body is read.
+
+        Subclasses override it, for example to check credentials first.
+        """
 
 
 async def load_strict_json(request: Request) -> Any:
