@@ -1,3 +1,5 @@
+import os
+
 import pytest
 
 from banditroute.encoder import Encoder
@@ -10,16 +12,17 @@ def encoder() -> Encoder:
 
 
 # Redis fixtures. Tests that only read and write use the machine's Redis on port 6379
-# (CI starts one), each under a namespace of its own whose keys are deleted afterwards.
-# Tests that stop or restart Redis start a private server under tmp_path.
+# (CI starts one), or the port in BANDITROUTE_TEST_REDIS_PORT, each under a namespace
+# of its own whose keys are deleted afterwards. Tests that stop or restart Redis start
+# a private server under tmp_path.
 
 MACHINE_REDIS_HOST = "127.0.0.1"
-MACHINE_REDIS_PORT = 6379
+MACHINE_REDIS_PORT = int(os.environ.get("BANDITROUTE_TEST_REDIS_PORT", "6379"))
 
 
 @pytest.fixture(scope="session")
 def redis_url() -> str:
-    """URL of the machine's Redis; skips the test when none responds on port 6379."""
+    """URL of the machine's Redis; skips the test when none responds on its port."""
     from redis_server import redis_answers
 
     if not redis_answers(MACHINE_REDIS_HOST, MACHINE_REDIS_PORT):

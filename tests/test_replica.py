@@ -493,6 +493,84 @@ async def test_replica_started_while_redis_is_down(private_redis):
     assert replica.applied_events == 10
 
 
+REVERSED = Catalog(reversed(CATALOG.models))
+
+
+async def test_replica_builds_its_policy_on_the_shared_catalog(store_factory):
+    first = PosteriorReplica(make_policy(), store_factory(), block_ms=200)
+    second = PosteriorReplica(make_policy(REVERSED), store_factory(), block_ms=200)
+    await first.start()
+    await second.start()
+    ids = await append_all(first.store, mixed_events(12))
+    await first.wait_for(ids[-1], WAIT_SECONDS)
+    await second.wait_for(ids[-1], WAIT_SECONDS)
+    await first.stop()
+    await second.stop()
+
+    assert second.policy.catalog.names == CATALOG.names
+    assert second.state_id == first.state_id
+    assert second.digest() == first.digest()
+
+
+async def test_replica_started_while_redis_is_down_joins_the_shared_catalog(
+    private_redis,
+):
+    store = RedisStore(private_redis.url, namespace="test", socket_timeout=0.5)
+    reference = PosteriorReplica(make_policy(), store)
+    await reference.start()
+    ids = await append_all(store, mixed_events(10))
+    await reference.wait_for(ids[-1], WAIT_SECONDS)
+    await reference.stop()
+    private_redis.stop()
+
+    late = PosteriorReplica(
+        make_policy(REVERSED), store, block_ms=200, retry_max_seconds=0.2
+    )
+    await late.start()
+    private_redis.start()
+    caught_up = await late.wait_for(ids[-1], WAIT_SECONDS)
+    await late.stop()
+    await store.close()
+
+    assert caught_up
+    assert late.policy.catalog.names == CATALOG.names
+    assert late.digest() == reference.digest()
+
+
+async def test_replica_joins_a_state_started_after_data_loss(private_redis, caplog):
+    store = RedisStore(private_redis.url, namespace="test", socket_timeout=0.5)
+    paused = PosteriorReplica(make_policy(), store, block_ms=100)
+    caplog.set_level(logging.WARNING, logger="banditroute.replica")
+    await paused.start()
+    ids = await append_all(store, mixed_events(12, seed=3))
+    await paused.wait_for(ids[-1], WAIT_SECONDS)
+    # The process stops reading (paused, or cut off), Redis loses everything, and a
+    # process with another settings file starts a new shared state.
+    await paused.stop()
+    client = redis.asyncio.Redis.from_url(private_redis.url)
+    await client.flushdb()
+    await client.aclose()
+    newcomer = PosteriorReplica(make_policy(REVERSED), store, block_ms=100)
+    await newcomer.start()
+    later_ids = await append_all(store, mixed_events(3, seed=4))
+    await newcomer.wait_for(later_ids[-1], WAIT_SECONDS)
+
+    await paused.start()
+    joined = await paused.wait_for(later_ids[-1], WAIT_SECONDS)
+    await paused.stop()
+    await newcomer.stop()
+    await store.close()
+    warnings = [r for r in caplog.records if "drops its posterior" in r.getMessage()]
+
+    assert joined
+    assert paused.resets == 1
+    assert len(warnings) == 1
+    assert paused.state_id == newcomer.state_id
+    assert paused.policy.catalog.names == REVERSED.names
+    assert paused.applied_events == newcomer.applied_events == 3
+    assert paused.digest() == newcomer.digest()
+
+
 # Snapshot encoding.
 
 

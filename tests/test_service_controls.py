@@ -348,22 +348,27 @@ def test_added_and_disabled_models_reach_every_worker(apps, config, encoder, clo
 
 def test_reload_applies_the_settings_file(apps, config):
     content = yaml.safe_load(config.read_text())
-    content["catalog"] = [*CATALOG[1:], {**NEW_MODEL, "name": "added"}]
+    dearer_mid = {**CATALOG[1], "output_usd_per_mtok": 3.2}
+    content["catalog"] = [dearer_mid, CATALOG[2], {**NEW_MODEL, "name": "added"}]
     content["rollout"] = {"share": 0.5, "default_model": "mid"}
     config.write_text(yaml.safe_dump(content))
 
     response = apps[0].post("/admin/reload", headers=AUTH)
     wait_applied(apps, response.json()["event_id"])
     models = {m["name"]: m["enabled"] for m in apps[1].get("/models").json()["models"]}
+    with apps[1].app.state.service.replica.reading() as policy:
+        mid = policy.catalog.models[policy.catalog.index("mid")]
 
     assert response.status_code == 200, response.text
     assert sorted(response.json()["changes"]) == [
         "add_model",
         "disable_model",
+        "set_prices",
         "set_rollout",
     ]
     assert models == {"frontier": False, "mid": True, "open-small": True, "added": True}
     assert controls(apps[1])["rollout"]["share"] == 0.5
+    assert mid.output_usd_per_mtok == 3.2
 
 
 # Drift
@@ -550,6 +555,52 @@ def test_processes_agree_whatever_order_their_files_list(
 
     assert names[0] == names[1] == [e["name"] for e in CATALOG] + [NEW_MODEL["name"]]
     assert len(digests) == 1
+
+
+def frontier_cost(client: TestClient) -> float:
+    response = client.post(
+        "/route", json={"prompt": PROMPTS[0], "allowed_models": ["frontier"]}
+    )
+    return response.json()["expected_cost_usd"]
+
+
+def test_prices_are_shared_and_changed_for_every_process(
+    tmp_path, redis_url, redis_namespace, encoder, caplog
+):
+    first_config = write_settings(tmp_path, redis_url, redis_namespace)
+    other = tmp_path / "other"
+    other.mkdir()
+    dearer = [{**CATALOG[0], "input_usd_per_mtok": 30.0}, *CATALOG[1:]]
+    second_config = write_settings(other, redis_url, redis_namespace)
+    edited = yaml.safe_load(second_config.read_text())
+    edited["catalog"] = dearer
+    second_config.write_text(yaml.safe_dump(edited))
+
+    with ExitStack() as stack:
+        first = stack.enter_context(
+            TestClient(create_app(load_settings(first_config), encoder=encoder))
+        )
+        second = stack.enter_context(
+            TestClient(create_app(load_settings(second_config), encoder=encoder))
+        )
+        before = {frontier_cost(client) for client in (first, second)}
+        changed = first.put(
+            "/admin/models/frontier/prices",
+            json={"input_usd_per_mtok": 30.0, "output_usd_per_mtok": 15.0},
+            headers=AUTH,
+        )
+        wait_applied([first, second], changed.json()["event_id"])
+        after = {frontier_cost(client) for client in (first, second)}
+        digests = {
+            c.get("/stats").json()["posterior"]["digest"] for c in (first, second)
+        }
+
+    repriced = [r for r in caplog.records if "prices" in r.getMessage()]
+    assert len(before) == 1
+    assert len(after) == 1
+    assert after.pop() > before.pop()
+    assert len(digests) == 1
+    assert any("frontier" in r.getMessage() for r in repriced)
 
 
 def test_changed_prior_warns_of_the_earlier_state(

@@ -320,25 +320,46 @@ async def test_snapshot_round_trip(store_kind):
     assert loaded == snapshot
 
 
-async def test_first_catalog_claim_wins(store_kind):
+async def test_first_state_claim_wins(store_kind):
     store = store_kind.store
     first = json.dumps(small_catalog("a", "b").to_prices())
     second = json.dumps(small_catalog("b", "a", "c").to_prices())
 
-    claimed = [await store.claim_catalog(first), await store.claim_catalog(second)]
+    claimed = [
+        await store.claim_state("first", first),
+        await store.claim_state("second", second),
+    ]
+    info = await store.stream_info()
 
-    assert claimed == [first, first]
+    assert claimed == [("first", first), ("first", first)]
+    assert info.state_id == "first"
 
 
 async def test_snapshot_replaces_the_shared_catalog(store_kind):
     store = store_kind.store
     grown = json.dumps(small_catalog("a", "b", "c").to_prices())
-    await store.claim_catalog(json.dumps(small_catalog("a", "b").to_prices()))
-    snapshot = Snapshot(b"state", "1700000000000-1", 1, catalog=grown)
+    await store.claim_state("state", json.dumps(small_catalog("a", "b").to_prices()))
+    snapshot = Snapshot(b"x", "1700000000000-1", 1, catalog=grown, state_id="state")
 
-    await store.save_snapshot(snapshot, lock_ttl_ms=1000)
+    saved = await store.save_snapshot(snapshot, lock_ttl_ms=1000)
 
-    assert await store.claim_catalog("{}") == grown
+    assert saved is True
+    assert await store.claim_state("other", "{}") == ("state", grown)
+
+
+async def test_snapshot_of_another_state_is_refused(store_kind):
+    store = store_kind.store
+    await store.claim_state("current", json.dumps(small_catalog("a").to_prices()))
+    stale = Snapshot(b"x", "1700000000000-1", 1, catalog="{}", state_id="earlier")
+
+    saved = await store.save_snapshot(stale, lock_ttl_ms=1000)
+
+    assert saved is False
+    assert await store.load_snapshot() is None
+
+
+async def test_no_state_id_before_a_claim(store_kind):
+    assert (await store_kind.store.stream_info()).state_id is None
 
 
 async def test_two_savers_one_wins(store_kind):

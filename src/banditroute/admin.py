@@ -66,14 +66,19 @@ class ModelNotFoundError(RequestError):
     error_code = "model_not_found"
 
 
-class NewModel(BaseModel):
-    """A model to add to the catalog, with its list prices."""
+class ModelPrices(BaseModel):
+    """A model's list prices in USD per million tokens."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    name: str = Field(min_length=1, max_length=200)
     input_usd_per_mtok: float = Field(ge=0, le=MAX_PRICE, allow_inf_nan=False)
     output_usd_per_mtok: float = Field(ge=0, le=MAX_PRICE, allow_inf_nan=False)
+
+
+class NewModel(ModelPrices):
+    """A model to add to the catalog, with its list prices."""
+
+    name: str = Field(min_length=1, max_length=200)
 
 
 class BudgetChange(BaseModel):
@@ -145,6 +150,16 @@ def add_admin_endpoints(app: FastAPI) -> None:
         service: Service = request.app.state.service
         _check_known_model(service, name)
         return await _apply(service, ControlEvent("enable_model", {"name": name}))
+
+    @admin.put("/admin/models/{name}/prices", responses=ADMIN_ERROR_RESPONSES)
+    async def set_prices(
+        name: str, body: ModelPrices, request: Request
+    ) -> dict[str, Any]:
+        """Change a model's list prices in every process; its learned state stays."""
+        service: Service = request.app.state.service
+        _check_known_model(service, name)
+        arguments = {"name": name, **body.model_dump()}
+        return await _apply(service, ControlEvent("set_prices", arguments))
 
     @admin.put("/admin/budget", responses=ADMIN_ERROR_RESPONSES)
     async def set_budget(body: BudgetChange, request: Request) -> dict[str, Any]:
@@ -263,8 +278,11 @@ def _reload_events(service: Service) -> list[ControlEvent]:
     for name, entry in file_models.items():
         if name not in catalog:
             events.append(ControlEvent("add_model", entry.model_dump()))
-        elif not catalog.enabled[catalog.index(name)]:
+            continue
+        if not catalog.enabled[catalog.index(name)]:
             events.append(ControlEvent("enable_model", {"name": name}))
+        if entry.to_spec() != catalog.models[catalog.index(name)]:
+            events.append(ControlEvent("set_prices", entry.model_dump()))
     for name in catalog.enabled_names():
         if name not in file_models:
             events.append(ControlEvent("disable_model", {"name": name}))

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import json
 import logging
 import os
 import time
@@ -37,7 +36,6 @@ from banditroute.catalog import Catalog
 from banditroute.control_state import ControlState
 from banditroute.encoder import Encoder
 from banditroute.errors import (
-    ConfigError,
     EmptyPromptError,
     InvalidTextError,
     UnknownModelError,
@@ -214,16 +212,16 @@ class Service:
     clock: Callable[[], float]
     started_at: float
     stats: ProcessStats = field(default_factory=ProcessStats)
-    _digest: tuple[int, str] | None = None
+    _digest: tuple[tuple[int, int], str] | None = None
     _gauge_task: asyncio.Task[None] | None = None
     outage_logged: bool = False
     """True once a request failed on the store, until one succeeds again."""
 
     def digest(self) -> str:
         """Return the replica's posterior digest, recomputed only after new events."""
-        applied = self.replica.applied_events
-        if self._digest is None or self._digest[0] != applied:
-            self._digest = (applied, self.replica.digest())
+        version = (self.replica.resets, self.replica.applied_events)
+        if self._digest is None or self._digest[0] != version:
+            self._digest = (version, self.replica.digest())
         return self._digest[1]
 
     def start_gauge_updates(self) -> None:
@@ -271,7 +269,9 @@ async def start_service(
     features = FeatureBuilder(encoder.dimension, settings.features.to_spec())
     if store is None:
         store = _open_store(settings, features.dimension)
-    catalog = await _shared_catalog(file_catalog, store)
+    # The replica rebuilds the policy on the shared state's catalog when it joins
+    # one; this catalog object stays the one every part of the service holds.
+    catalog = file_catalog.copy()
     policy = ContextualThompsonSampling(
         catalog,
         features.dimension,
@@ -331,56 +331,14 @@ async def start_service(
     return service
 
 
-async def _shared_catalog(file_catalog: Catalog, store: Store) -> Catalog:
-    """Return the shared state's catalog, with the settings file's prices.
-
-    The first process of a new shared state stores its file's catalog. Every other
-    process builds its policy in the stored order, so that a model has the same index
-    in every process and in the snapshot, whatever order its own file lists the models
-    in. Models the file adds are appended by ``_add_file_models`` once the process
-    has caught up. The file's prices apply to the models it lists.
-    """
-    try:
-        stored = await store.claim_catalog(json.dumps(file_catalog.to_prices()))
-    except StoreUnavailable as error:
-        # NOTE: without the store, the process assumes its file's catalog. If the
-        # shared state lists its models in another order, the snapshot will not
-        # restore into this policy, and the process must be restarted once the store
-        # answers.
-        logger.warning(
-            "Could not read the shared catalog (%s); starting from the settings "
-            "file's catalog %s. Restart this process once the store answers if the "
-            "shared state lists its models in another order.",
-            error,
-            list(file_catalog.names),
-        )
-        return file_catalog
-
-    try:
-        shared = Catalog.from_prices(json.loads(stored))
-    except (ValueError, TypeError, AttributeError) as error:
-        raise ConfigError(
-            f"The shared catalog stored in {store.description} cannot be read "
-            f"({error}); delete its catalog key to start from the settings file's "
-            "catalog."
-        ) from error
-    models = [
-        file_catalog.models[file_catalog.index(model.name)]
-        if model.name in file_catalog
-        else model
-        for model in shared
-    ]
-    return Catalog(models)
-
-
 async def _add_file_models(
     file_catalog: Catalog, store: Store, replica: PosteriorReplica, now: float
 ) -> None:
     """Add the settings file's models that the shared state lacks.
 
     Only additions are made at start: a process restarted with an older file must
-    not undo what newer ones did. Models the file no longer lists are logged;
-    ``POST /admin/reload`` disables them.
+    not undo what newer ones did. Models the file no longer lists, and prices it
+    changes, are logged; ``POST /admin/reload`` applies them.
     """
     if not replica.store_available:
         return
@@ -390,11 +348,22 @@ async def _add_file_models(
         unlisted = [
             name for name in catalog.enabled_names() if name not in file_catalog
         ]
+        repriced = [
+            model.name
+            for model in file_catalog
+            if model.name in catalog and model not in catalog.models
+        ]
     if unlisted:
         logger.info(
             "The shared state routes to %s, which the settings file does not list; "
             "POST /admin/reload disables them.",
             unlisted,
+        )
+    if repriced:
+        logger.warning(
+            "The settings file prices %s differently from the shared state, whose "
+            "prices apply in every process; POST /admin/reload applies the file's.",
+            repriced,
         )
 
     event_id = None
@@ -509,10 +478,12 @@ def _log_start(service: Service) -> None:
     if settings.redis_url is None:
         store += " (single process: learned state is lost when it stops)"
 
+    exploration = settings.exploration
+    noise = exploration.noise_variance
     logger.info(
         "Server process %d ready: store %s, %d models in the catalog, encoder %s "
-        "(dimension %d, %d torch threads), workers configured: %d, feedback events "
-        "applied: %d",
+        "(dimension %d, %d torch threads), workers configured: %d, stream entries "
+        "applied: %d, exploration scale %g with %s noise variance",
         os.getpid(),
         store,
         len(service.catalog),
@@ -521,6 +492,8 @@ def _log_start(service: Service) -> None:
         settings.resolved_torch_threads(),
         settings.workers,
         service.replica.applied_events,
+        exploration.scale,
+        "learned" if noise is None else f"fixed {noise:g}",
     )
 
 

@@ -46,15 +46,25 @@ class Catalog:
     """
 
     def __init__(self, models: Iterable[ModelSpec]) -> None:
-        self.models: tuple[ModelSpec, ...] = tuple(models)
-        if not self.models:
+        self.reset(models)
+
+    def reset(self, models: Iterable[ModelSpec]) -> None:
+        """Replace every model by ``models``, all enabled, in this same object.
+
+        Only for a state that nothing refers to by index yet, such as a process that
+        joins a shared state with another catalog before it learned anything.
+        """
+        models = tuple(models)
+        if not models:
             raise ConfigError("The model catalog is empty; list at least one model.")
 
-        self.names: tuple[str, ...] = tuple(model.name for model in self.models)
-        duplicates = sorted({name for name in self.names if self.names.count(name) > 1})
+        names = tuple(model.name for model in models)
+        duplicates = sorted({name for name in names if names.count(name) > 1})
         if duplicates:
             raise ConfigError(f"The model catalog lists {duplicates} more than once.")
 
+        self.models: tuple[ModelSpec, ...] = models
+        self.names: tuple[str, ...] = names
         self._index = {name: i for i, name in enumerate(self.names)}
         self.enabled = np.ones(len(self.models), dtype=bool)
         """Mask of the models that routing decisions may choose."""
@@ -82,6 +92,16 @@ class Catalog:
         self.enabled = np.append(self.enabled, True)
         self._set_prices()
         return len(self.models) - 1
+
+    def set_prices(self, model: ModelSpec) -> int:
+        """Give the model called ``model.name`` the prices of ``model``; return its
+        index."""
+        index = self.index(model.name)
+        models = list(self.models)
+        models[index] = model
+        self.models = tuple(models)
+        self._set_prices()
+        return index
 
     def disable(self, name: str) -> int:
         """Mask the model called ``name`` out of routing decisions; return its index."""
@@ -156,6 +176,10 @@ class Catalog:
             input_tokens * self.input_usd_per_token
             + np.asarray(output_tokens) * self.output_usd_per_token
         )
+
+    def same_models(self, other: Catalog) -> bool:
+        """Return whether ``other`` lists the same models, in order, at equal prices."""
+        return self.models == other.models
 
     @classmethod
     def from_prices(cls, prices: Mapping[str, Mapping[str, float]]) -> Catalog:

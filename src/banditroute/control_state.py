@@ -65,14 +65,19 @@ class ControlState:
         self.catalog = catalog
         self.pacer_options = dict(pacer_options or {})
         self.health_settings = health
-        self.health = ModelHealth(len(catalog), health) if health else None
-        self.pacer: BudgetPacer | None = None
+        self.reset()
         self._set_budget(cost_target_usd)
-
-        self.rollout_share = 1.0
-        self.default_model = _NO_MODEL
         if rollout is not None:
             self._set_rollout(rollout.share, rollout.default_model)
+
+    def reset(self) -> None:
+        """Return to the state before any event: no budget, no rollout, and closed
+        breakers for every model of the catalog."""
+        health = self.health_settings
+        self.health = ModelHealth(len(self.catalog), health) if health else None
+        self.pacer: BudgetPacer | None = None
+        self.rollout_share = 1.0
+        self.default_model = _NO_MODEL
         self.rollout_stats = RolloutStats()
 
     # Reading at routing time

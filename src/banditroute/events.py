@@ -272,6 +272,7 @@ CONTROL_ACTIONS = (
     "add_model",
     "disable_model",
     "enable_model",
+    "set_prices",
     "set_rollout",
     "set_budget",
 )

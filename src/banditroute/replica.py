@@ -16,6 +16,7 @@ import hashlib
 import io
 import json
 import logging
+import secrets
 import threading
 import time
 from collections import OrderedDict
@@ -24,7 +25,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from banditroute.catalog import ModelSpec
+from banditroute.catalog import Catalog, ModelSpec
 from banditroute.control_state import ControlState
 from banditroute.errors import BanditRouteError, ConfigError
 from banditroute.events import ControlEvent, FeedbackEvent, StreamEvent
@@ -99,6 +100,7 @@ class PosteriorReplica:
         retry_max_seconds: float = 1.0,
         read_interval_seconds: float = 0.005,
         controls: ControlState | None = None,
+        new_state_catalog: Catalog | None = None,
     ) -> None:
         for name, value in (
             ("snapshot_every", snapshot_every),
@@ -132,6 +134,8 @@ class PosteriorReplica:
         self.read_interval_seconds = read_interval_seconds
         self.controls = controls
         """Budget pacing, model breakers and rollout, kept from the same events."""
+        self.new_state_catalog = (new_state_catalog or policy.catalog).copy()
+        """Catalog of a new shared state, if this replica is the one to start it."""
 
         self.applied_events = 0
         """Events applied to the posterior since the stream began: its version."""
@@ -153,6 +157,11 @@ class PosteriorReplica:
         self.last_update_time: float | None = None
         """``clock()`` time when the replica last applied or skipped an entry."""
 
+        self.state_id: str | None = None
+        """Id of the shared state this replica follows, once it joined one."""
+        self.resets = 0
+        """Times this replica dropped its posterior to join another shared state."""
+        self._new_state_id = secrets.token_hex(8)
         self._bootstrapped = False
         self._persistence_checked = False
         self._outage_logged = False
@@ -306,14 +315,8 @@ class PosteriorReplica:
             self._persistence_checked = True
 
         if not self._bootstrapped:
-            snapshot = await self.store.load_snapshot()
-            if snapshot is None:
-                logger.info(
-                    "No snapshot in %s; applying the event stream from its start.",
-                    self.store.description,
-                )
-            else:
-                await self._restore(snapshot)
+            await self._join_shared_state()
+            await self._load_snapshot()
             self._bootstrapped = True
 
         self.caught_up = False
@@ -321,6 +324,65 @@ class PosteriorReplica:
             await self._read_once(block_ms=0)
             # Let requests run between batches of a long catch-up.
             await asyncio.sleep(0)
+
+    async def _join_shared_state(self) -> None:
+        """Take the id and catalog of the store's shared state, or start a new one.
+
+        A policy built from another catalog (a settings file that lists the models in
+        another order or at other prices) is rebuilt on the shared catalog. This runs
+        before the replica applies any entry, so nothing learned is dropped.
+        """
+        proposal = json.dumps(self.new_state_catalog.to_prices())
+        state_id, stored = await self.store.claim_state(self._new_state_id, proposal)
+        shared = self._decode_shared_catalog(stored)
+        with self._lock:
+            if not self.policy.catalog.same_models(shared):
+                self._forget_state(shared)
+        self.state_id = state_id
+        if state_id == self._new_state_id:
+            logger.info(
+                "Started the shared state %s in %s with the models %s.",
+                state_id,
+                self.store.description,
+                list(shared.names),
+            )
+
+    def _decode_shared_catalog(self, stored: str) -> Catalog:
+        if not stored:
+            return self.new_state_catalog.copy()
+        try:
+            return Catalog.from_prices(json.loads(stored))
+        except (BanditRouteError, ValueError, TypeError, AttributeError) as error:
+            raise SnapshotError(
+                f"The shared catalog in {self.store.description} cannot be read "
+                f"({error}); delete the namespace's catalog and state-id keys to "
+                "start a new shared state."
+            ) from error
+
+    async def _load_snapshot(self) -> None:
+        snapshot = await self.store.load_snapshot()
+        if snapshot is None:
+            logger.info(
+                "No snapshot in %s; applying the event stream from its start.",
+                self.store.description,
+            )
+            return
+        await self._restore(snapshot)
+
+    def _forget_state(self, catalog: Catalog) -> None:
+        """Drop everything applied and start from the prior with ``catalog``."""
+        self.policy.reset(catalog.models)
+        if self.controls is not None:
+            self.controls.reset()
+        self.applied_events = 0
+        self.skipped_events = 0
+        self.missed_events = 0
+        self.last_event_id = STREAM_START_ID
+        self.loaded_snapshot_id = None
+        self._snapshot_slot = 0
+        self.recent_skips.clear()
+        self._logged_skip_reasons.clear()
+        self.resets += 1
 
     async def _read_once(self, *, block_ms: int) -> None:
         info = await self.store.stream_info()
@@ -415,7 +477,7 @@ class PosteriorReplica:
         name = event.arguments.get("name")
         if event.action == "add_model" and name in catalog:
             return f"it adds the model {name!r}, which the catalog already has"
-        model_actions = ("disable_model", "enable_model")
+        model_actions = ("disable_model", "enable_model", "set_prices")
         if event.action in model_actions and name not in catalog:
             return f"it names the model {name!r}, which is not in the catalog"
         return None
@@ -453,6 +515,14 @@ class PosteriorReplica:
             self.policy.disable_model(str(arguments["name"]))
         elif event.action == "enable_model":
             self.policy.enable_model(str(arguments["name"]))
+        elif event.action == "set_prices":
+            self.policy.catalog.set_prices(
+                ModelSpec(
+                    str(arguments["name"]),
+                    float(arguments["input_usd_per_mtok"]),
+                    float(arguments["output_usd_per_mtok"]),
+                )
+            )
         else:
             self.controls.apply_control(event)
         logger.info("Applied control event %s %s", event.action, dict(arguments))
@@ -507,28 +577,54 @@ class PosteriorReplica:
         )
 
     async def _check_reset(self, info: StreamInfo) -> None:
-        """Store this posterior as the snapshot when the store lost its stream.
+        """Follow the shared state when the store lost it.
 
-        The count of entries ever added only falls when the stream was deleted, as
-        when Redis restarts without persistence. Processes that start afterwards
-        would then miss the lost events, so this process's posterior, which
-        contains them, becomes their starting point.
+        When Redis restarts without persistence, the stream and the state id are
+        gone. The first process to notice starts the shared state again under its old
+        id, with its posterior, which contains the lost events, as the snapshot that
+        new processes start from. A process that finds another state id (one that a
+        process started after the loss created) drops its posterior and joins that
+        state, so that processes never split into two states. The count of entries
+        ever added falling while the id stays means the stream alone was deleted; the
+        posterior is then stored as the snapshot as well.
         """
         lost = info.entries_added < self._entries_added_seen
         self._entries_added_seen = info.entries_added
-        if not lost or self.applied_events == 0:
+        if info.state_id == self.state_id and not lost:
+            return
+
+        proposal = json.dumps(self.policy.catalog.to_prices())
+        assert self.state_id is not None
+        state_id, stored = await self.store.claim_state(self.state_id, proposal)
+        if state_id == self.state_id:
+            if self.applied_events == 0:
+                return
+            logger.warning(
+                "The store %s lost data (%d stream entries added, the state id "
+                "%s). Storing this process's posterior (%d events applied, up to %s) "
+                "as the snapshot that new processes start from.",
+                self.store.description,
+                info.entries_added,
+                "kept" if info.state_id else "gone",
+                self.applied_events,
+                self.last_event_id,
+            )
+            await self._save_snapshot()
             return
 
         logger.warning(
-            "The event stream in %s has fewer entries than before (%d): the store lost "
-            "data. Storing this process's posterior (%d events applied, up to %s) as "
-            "the snapshot that new processes start from.",
+            "The shared state in %s is now %s, which another process started after "
+            "the store lost data. This process drops its posterior (%d events "
+            "applied) and joins that state.",
             self.store.description,
-            info.entries_added,
+            state_id,
             self.applied_events,
-            self.last_event_id,
         )
-        await self._save_snapshot()
+        shared = self._decode_shared_catalog(stored)
+        with self._lock:
+            self._forget_state(shared)
+        self.state_id = state_id
+        await self._load_snapshot()
 
     def _consumed_events(self) -> int:
         """Stream entries this replica's position covers, from the stream's start."""
@@ -588,7 +684,13 @@ class PosteriorReplica:
         # Only this task changes the catalog, and it waits here, so the catalog
         # matches the encoded state.
         catalog = json.dumps(self.policy.catalog.to_prices())
-        snapshot = Snapshot(payload, last_event_id, applied_events, catalog=catalog)
+        snapshot = Snapshot(
+            payload,
+            last_event_id,
+            applied_events,
+            catalog=catalog,
+            state_id=self.state_id or "",
+        )
         saved = await self.store.save_snapshot(
             snapshot, lock_ttl_ms=self.snapshot_lock_ms
         )

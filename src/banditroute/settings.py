@@ -60,6 +60,9 @@ class CatalogEntry(BaseModel):
     input_usd_per_mtok: float = Field(ge=0, allow_inf_nan=False)
     output_usd_per_mtok: float = Field(ge=0, allow_inf_nan=False)
 
+    def to_spec(self) -> ModelSpec:
+        return ModelSpec(self.name, self.input_usd_per_mtok, self.output_usd_per_mtok)
+
 
 class BudgetConfig(BaseModel):
     """A spending target; the cost weight then adapts so that spend meets it."""
@@ -268,14 +271,7 @@ class ServiceSettings(BaseSettings):
 
     def build_catalog(self) -> Catalog:
         """Return the catalog in the order the settings list it."""
-        return Catalog(
-            ModelSpec(
-                name=entry.name,
-                input_usd_per_mtok=entry.input_usd_per_mtok,
-                output_usd_per_mtok=entry.output_usd_per_mtok,
-            )
-            for entry in self.catalog
-        )
+        return Catalog(entry.to_spec() for entry in self.catalog)
 
     def build_controls(self, catalog: Catalog) -> ControlState:
         """Return the control state of ``catalog`` before any event: no budget, no

@@ -10,6 +10,8 @@ Keys of one store live under a namespace::
     <namespace>:events                  stream of FeedbackEvent and ControlEvent entries
     <namespace>:snapshot                hash: state, last_event_id, applied_events
     <namespace>:snapshot-lock           string: set while one process stores snapshots
+    <namespace>:state-id                string: id of the shared state, set by its
+                                        first process
     <namespace>:catalog                 string: the shared state's catalog (JSON)
 
 Stream entry ids have the Redis form ``<milliseconds>-<sequence>``; ``"0-0"`` is the
@@ -104,8 +106,11 @@ class Snapshot:
     applied_events: int
     """Number of events applied to the state since the stream began."""
     catalog: str = ""
-    """The state's catalog as ``catalog_text`` wrote it; stored with the snapshot as
-    the shared catalog, so that new processes build their policy in its order."""
+    """The state's catalog (JSON), stored with the snapshot as the shared catalog, so
+    that new processes build their policy in its order and with its prices."""
+    state_id: str = ""
+    """Id of the shared state the snapshot belongs to; the store rejects a snapshot
+    of another state. Empty skips the check."""
 
     def __post_init__(self) -> None:
         stream_id_order(self.last_event_id)
@@ -131,6 +136,8 @@ class StreamInfo:
     """Id of the oldest entry in the stream, ``"0-0"`` when it is empty."""
     last_id: str
     """Id of the newest entry ever added, ``"0-0"`` when none was."""
+    state_id: str | None = None
+    """Id of the shared state (``Store.claim_state``), None when none is stored."""
 
 
 def stream_id_order(event_id: str) -> tuple[int, int]:
@@ -158,7 +165,7 @@ def store_namespace(
     The namespace changes with the context dimension and with ``settings``, any
     further text that changes what stored state means (for example the encoder model
     and feature spec). It leaves out the catalog: the shared state keeps its own
-    catalog (``Store.claim_catalog``), so models can be added without losing what
+    catalog (``Store.claim_state``), so models can be added without losing what
     was learned.
     """
     identity = json.dumps(
@@ -231,13 +238,13 @@ class Store(ABC):
         """Append a control event to the stream; return its stream id."""
 
     @abstractmethod
-    async def claim_catalog(self, catalog: str) -> str:
-        """Return the shared state's catalog, storing ``catalog`` if none is stored.
+    async def claim_state(self, state_id: str, catalog: str) -> tuple[str, str]:
+        """Return the shared state's id and catalog, starting a new state if none is.
 
-        The first process of a new shared state stores its catalog, and every later
-        one builds its policy from the stored one, so that model indices agree
-        across processes whatever order their settings list the models in. A stored
-        snapshot replaces it with the snapshot's catalog.
+        When the store contains no state id, ``state_id`` and ``catalog`` (JSON) become
+        the shared state's. Every process builds its policy from the stored catalog,
+        so that model indices and prices agree across processes whatever their own
+        settings files say. A stored snapshot replaces the catalog with its own.
         """
 
     @abstractmethod
@@ -312,7 +319,8 @@ class MemoryStore(Store):
 
         self._snapshot: Snapshot | None = None
         self._snapshot_lock_expiry = -math.inf
-        self._catalog: str | None = None
+        self._state_id: str | None = None
+        self._catalog = ""
 
     async def put_decision(self, record: DecisionRecord, ttl_seconds: float) -> None:
         self._check_open()
@@ -379,6 +387,8 @@ class MemoryStore(Store):
             return False
         self._snapshot_lock_expiry = now + _checked_lock_ttl_ms(lock_ttl_ms) / 1000
 
+        if snapshot.state_id and snapshot.state_id != self._state_id:
+            return False
         stored = self._snapshot
         if stored is not None and stream_id_order(
             stored.last_event_id
@@ -389,11 +399,11 @@ class MemoryStore(Store):
             self._catalog = snapshot.catalog
         return True
 
-    async def claim_catalog(self, catalog: str) -> str:
+    async def claim_state(self, state_id: str, catalog: str) -> tuple[str, str]:
         self._check_open()
-        if self._catalog is None:
-            self._catalog = catalog
-        return self._catalog
+        if self._state_id is None:
+            self._state_id, self._catalog = state_id, catalog
+        return self._state_id, self._catalog
 
     async def load_snapshot(self) -> Snapshot | None:
         self._check_open()
@@ -417,6 +427,7 @@ class MemoryStore(Store):
             entries_added=self._entries_added,
             first_id=first_id,
             last_id=_format_stream_id(self._last_order),
+            state_id=self._state_id,
         )
 
     async def ping(self) -> None:
@@ -511,13 +522,14 @@ return {1, event_id, model}
 
 # Returns the counters of the event stream without its first and last entries, which
 # XINFO STREAM sends in full (contexts included) and a reader does not need.
-# KEYS[1]: the event stream.
-# Returns {length, entries added, first id, last generated id}.
+# KEYS[1]: the event stream. KEYS[2]: the state id.
+# Returns {length, entries added, first id, last generated id, state id or ''}.
 # NOTE: Redis before 7.0 does not report entries-added; the counts then assume that
 # nothing was trimmed, so readers do not notice trimming.
 _STREAM_INFO_SCRIPT = """
+local state_id = redis.call('GET', KEYS[2]) or ''
 if redis.call('EXISTS', KEYS[1]) == 0 then
-    return {0, 0, '0-0', '0-0'}
+    return {0, 0, '0-0', '0-0', state_id}
 end
 local info = redis.call('XINFO', 'STREAM', KEYS[1])
 local length, added, first_id, last_id = 0, nil, '0-0', '0-0'
@@ -533,19 +545,24 @@ for i = 1, #info, 2 do
         first_id = value[1]
     end
 end
-return {length, added or length, first_id, last_id}
+return {length, added or length, first_id, last_id, state_id}
 """
 
 # Stores a snapshot unless the stored one already covers a later stream entry, so a
 # slow process never replaces a newer snapshot with an older one.
-# KEYS[1]: the snapshot hash. KEYS[2]: the shared catalog.
+# KEYS[1]: the snapshot hash. KEYS[2]: the shared catalog. KEYS[3]: the state id.
 # ARGV[1]: the serialized state. ARGV[2]: id of the last entry the state includes.
 # ARGV[3]: number of events applied to the state. ARGV[4]: the state's catalog, or ''.
-# Returns 1 when stored, 0 when the stored snapshot is not older.
+# ARGV[5]: id of the state the snapshot belongs to, or '' to skip that check.
+# Returns 1 when stored, 0 when the state id differs or the stored snapshot is not
+# older.
 _SAVE_SNAPSHOT_SCRIPT = """
 local function order(stream_id)
     local milliseconds, sequence = string.match(stream_id, '^(%d+)-(%d+)$')
     return tonumber(milliseconds), tonumber(sequence)
+end
+if ARGV[5] ~= '' and redis.call('GET', KEYS[3]) ~= ARGV[5] then
+    return 0
 end
 local stored_id = redis.call('HGET', KEYS[1], 'last_event_id')
 if stored_id then
@@ -563,11 +580,15 @@ end
 return 1
 """
 
-# KEYS[1]: the shared catalog. ARGV[1]: the catalog to store if none is.
-# Returns the stored catalog.
-_CLAIM_CATALOG_SCRIPT = """
-redis.call('SET', KEYS[1], ARGV[1], 'NX')
-return redis.call('GET', KEYS[1])
+# KEYS[1]: the state id. KEYS[2]: the shared catalog.
+# ARGV[1]: the id of a new state. ARGV[2]: its catalog.
+# Returns {stored state id, stored catalog}, after storing the arguments if no state
+# id was stored.
+_CLAIM_STATE_SCRIPT = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX') then
+    redis.call('SET', KEYS[2], ARGV[2])
+end
+return {redis.call('GET', KEYS[1]), redis.call('GET', KEYS[2]) or ''}
 """
 
 
@@ -626,11 +647,12 @@ class RedisStore(Store):
         self._record_script = self._client.register_script(_RECORD_FEEDBACK_SCRIPT)
         self._save_script = self._bulk_client.register_script(_SAVE_SNAPSHOT_SCRIPT)
         self._stream_info_script = self._client.register_script(_STREAM_INFO_SCRIPT)
-        self._claim_script = self._client.register_script(_CLAIM_CATALOG_SCRIPT)
+        self._claim_script = self._client.register_script(_CLAIM_STATE_SCRIPT)
 
         self._events_key = f"{namespace}:events"
         self._snapshot_key = f"{namespace}:snapshot"
         self._catalog_key = f"{namespace}:catalog"
+        self._state_id_key = f"{namespace}:state-id"
         self._lock_key = f"{namespace}:snapshot-lock"
         self._lock_owner = f"{socket.gethostname()}:{os.getpid()}"
 
@@ -737,8 +759,9 @@ class RedisStore(Store):
             snapshot.last_event_id,
             snapshot.applied_events,
             snapshot.catalog,
+            snapshot.state_id,
         ]
-        keys = [self._snapshot_key, self._catalog_key]
+        keys = [self._snapshot_key, self._catalog_key, self._state_id_key]
         stored = await self._run(
             "storing a snapshot",
             lambda: self._save_script(keys=keys, args=arguments),
@@ -746,12 +769,13 @@ class RedisStore(Store):
         )
         return bool(stored)
 
-    async def claim_catalog(self, catalog: str) -> str:
-        stored = await self._run(
-            "claiming the shared catalog",
-            lambda: self._claim_script(keys=[self._catalog_key], args=[catalog]),
+    async def claim_state(self, state_id: str, catalog: str) -> tuple[str, str]:
+        keys = [self._state_id_key, self._catalog_key]
+        stored_id, stored_catalog = await self._run(
+            "claiming the shared state",
+            lambda: self._claim_script(keys=keys, args=[state_id, catalog]),
         )
-        return _as_text(stored)
+        return _as_text(stored_id), _as_text(stored_catalog)
 
     async def load_snapshot(self) -> Snapshot | None:
         fields = cast(
@@ -786,14 +810,17 @@ class RedisStore(Store):
     async def stream_info(self) -> StreamInfo:
         reply = await self._run(
             "reading stream counters",
-            lambda: self._stream_info_script(keys=[self._events_key]),
+            lambda: self._stream_info_script(
+                keys=[self._events_key, self._state_id_key]
+            ),
         )
-        length, entries_added, first_id, last_id = reply
+        length, entries_added, first_id, last_id, state_id = reply
         return StreamInfo(
             length=int(length),
             entries_added=int(entries_added),
             first_id=_as_text(first_id),
             last_id=_as_text(last_id),
+            state_id=_as_text(state_id) if state_id else None,
         )
 
     async def ping(self) -> None:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 
 from banditroute.catalog import Catalog, ModelSpec
+from banditroute.cost import CostModel
 from banditroute.errors import ConfigError
 from banditroute.policy import (
     Decision,
@@ -207,6 +210,30 @@ class ContextualThompsonSampling(Policy):
         self._last_projection = None
         return index
 
+    def reset(self, models: Iterable[ModelSpec]) -> None:
+        """Forget everything learned and start from the prior with ``models``.
+
+        The catalog object is changed in place, so every holder of it sees the new
+        models.
+        """
+        self.catalog.reset(models)
+        self.cost_model = CostModel(self.catalog)
+        self.posteriors = self._new_posteriors(len(self.catalog))
+        if self.pooled is not None:
+            self.pooled = self._new_posteriors(1)
+        self.probe_until = np.zeros(len(self.catalog), dtype=np.int64)
+        self._last_projection = None
+
+    def _new_posteriors(self, n_models: int) -> LinearPosteriors:
+        posteriors = self.posteriors
+        return LinearPosteriors(
+            n_models,
+            posteriors.dimension,
+            posteriors.prior,
+            half_life=posteriors.half_life,
+            dtype=posteriors.covariance.dtype.type,
+        )
+
     def disable_model(self, name: str) -> int:
         """Mask the model called ``name`` out of decisions; return its index."""
         return self.catalog.disable(name)
@@ -259,7 +286,8 @@ class ContextualThompsonSampling(Policy):
         self._last_projection = None
 
     def _restore_catalog(self, state: dict[str, np.ndarray]) -> None:
-        """Add the snapshot's models beyond this catalog and copy its enabled mask."""
+        """Copy the snapshot's prices and enabled mask, and add its models beyond
+        this catalog."""
         names = [str(name) for name in state["names"]]
         current = list(self.catalog.names)
         if names[: len(current)] != current:
@@ -269,14 +297,16 @@ class ContextualThompsonSampling(Policy):
                 "the snapshot started from."
             )
 
-        for index in range(len(current), len(names)):
-            self.add_model(
-                ModelSpec(
-                    name=names[index],
-                    input_usd_per_mtok=float(state["input_usd_per_mtok"][index]),
-                    output_usd_per_mtok=float(state["output_usd_per_mtok"][index]),
-                )
+        for index, name in enumerate(names):
+            model = ModelSpec(
+                name=name,
+                input_usd_per_mtok=float(state["input_usd_per_mtok"][index]),
+                output_usd_per_mtok=float(state["output_usd_per_mtok"][index]),
             )
+            if index < len(current):
+                self.catalog.set_prices(model)
+            else:
+                self.add_model(model)
         self.catalog.enabled[:] = np.asarray(state["enabled"], dtype=bool)
         self.probe_until = np.asarray(state["probe_until"], dtype=np.int64).copy()
 
