@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import pytest
@@ -522,15 +522,17 @@ def test_edited_catalog_keeps_the_learned_state(
     assert started_over == []
 
 
-def test_processes_agree_whatever_order_their_files_list(
-    tmp_path, redis_url, redis_namespace, encoder
-):
-    first_config = write_settings(tmp_path, redis_url, redis_namespace)
-    other = tmp_path / "other"
+@contextmanager
+def two_catalogs(
+    folder: Path, redis_url: str, namespace: str, encoder, second_catalog: list
+) -> Iterator[tuple[TestClient, TestClient]]:
+    """Two apps on one namespace: the first with CATALOG, then one with another."""
+    first_config = write_settings(folder, redis_url, namespace)
+    other = folder / "other"
     other.mkdir()
-    second_config = write_settings(other, redis_url, redis_namespace)
+    second_config = write_settings(other, redis_url, namespace)
     edited = yaml.safe_load(second_config.read_text())
-    edited["catalog"] = [*reversed(CATALOG), NEW_MODEL]
+    edited["catalog"] = second_catalog
     second_config.write_text(yaml.safe_dump(edited))
 
     with ExitStack() as stack:
@@ -540,6 +542,17 @@ def test_processes_agree_whatever_order_their_files_list(
         second = stack.enter_context(
             TestClient(create_app(load_settings(second_config), encoder=encoder))
         )
+        yield first, second
+
+
+def test_processes_agree_whatever_order_their_files_list(
+    tmp_path, redis_url, redis_namespace, encoder
+):
+    catalog = [*reversed(CATALOG), NEW_MODEL]
+    with two_catalogs(tmp_path, redis_url, redis_namespace, encoder, catalog) as (
+        first,
+        second,
+    ):
         last_event = ""
         for index in range(6):
             client = (first, second)[index % 2]
@@ -567,22 +580,11 @@ def frontier_cost(client: TestClient) -> float:
 def test_prices_are_shared_and_changed_for_every_process(
     tmp_path, redis_url, redis_namespace, encoder, caplog
 ):
-    first_config = write_settings(tmp_path, redis_url, redis_namespace)
-    other = tmp_path / "other"
-    other.mkdir()
     dearer = [{**CATALOG[0], "input_usd_per_mtok": 30.0}, *CATALOG[1:]]
-    second_config = write_settings(other, redis_url, redis_namespace)
-    edited = yaml.safe_load(second_config.read_text())
-    edited["catalog"] = dearer
-    second_config.write_text(yaml.safe_dump(edited))
-
-    with ExitStack() as stack:
-        first = stack.enter_context(
-            TestClient(create_app(load_settings(first_config), encoder=encoder))
-        )
-        second = stack.enter_context(
-            TestClient(create_app(load_settings(second_config), encoder=encoder))
-        )
+    with two_catalogs(tmp_path, redis_url, redis_namespace, encoder, dearer) as (
+        first,
+        second,
+    ):
         before = {frontier_cost(client) for client in (first, second)}
         changed = first.put(
             "/admin/models/frontier/prices",
