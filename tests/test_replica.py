@@ -571,6 +571,39 @@ async def test_replica_joins_a_state_started_after_data_loss(private_redis, capl
     assert paused.digest() == newcomer.digest()
 
 
+@pytest.mark.parametrize("behind_first", [True, False])
+async def test_replicas_of_one_state_agree_after_data_loss(private_redis, behind_first):
+    store = RedisStore(private_redis.url, namespace="test", socket_timeout=0.5)
+    behind = PosteriorReplica(make_policy(seed=1), store, block_ms=100)
+    ahead = PosteriorReplica(make_policy(seed=2), store, block_ms=100)
+    await behind.start()
+    await ahead.start()
+    ids = await append_all(store, mixed_events(10, seed=3))
+    await behind.wait_for(ids[-1], WAIT_SECONDS)
+    await behind.stop()
+    more_ids = await append_all(store, mixed_events(3, seed=4))
+    await ahead.wait_for(more_ids[-1], WAIT_SECONDS)
+    await ahead.stop()
+
+    # Redis loses everything while both processes are paused; then they resume one
+    # after the other and feedback goes on.
+    client = redis.asyncio.Redis.from_url(private_redis.url)
+    await client.flushdb()
+    await client.aclose()
+    for replica in (behind, ahead) if behind_first else (ahead, behind):
+        await replica.start()
+        await eventually_async(store.load_snapshot, WAIT_SECONDS)
+    later_ids = await append_all(store, mixed_events(4, seed=5))
+    for replica in (behind, ahead):
+        await replica.wait_for(later_ids[-1], WAIT_SECONDS)
+        await replica.stop()
+    await store.close()
+
+    first_count = 10 if behind_first else 13
+    assert behind.applied_events == ahead.applied_events == first_count + 4
+    assert behind.digest() == ahead.digest()
+
+
 # Snapshot encoding.
 
 

@@ -184,6 +184,8 @@ def test_admin_endpoints_are_off_without_a_key(tmp_path, redis_url, redis_namesp
         ("/admin/models/gpt-9/disable", None, 404, "name"),
         ("/admin/budget", {"target_cost_usd": 1e-300}, 422, "target_cost_usd"),
         ("/admin/models", HUGE_PRICE, 422, "input_usd_per_mtok"),
+        ("/admin/models", {**NEW_MODEL, "name": " mid"}, 422, "name"),
+        ("/admin/models", {**NEW_MODEL, "name": "a\nb"}, 422, "name"),
     ],
 )  # fmt: skip
 def test_invalid_admin_change_names_the_field(apps, path, body, status, field):
@@ -496,6 +498,16 @@ def model_names(client: TestClient) -> list[str]:
     return [model["name"] for model in client.get("/models").json()["models"]]
 
 
+def test_model_name_with_a_slash_can_be_disabled(apps):
+    vendor_model = {**NEW_MODEL, "name": "vendor/model-1"}
+    added = apps[0].post("/admin/models", json=vendor_model, headers=AUTH)
+    disabled = apps[0].post("/admin/models/vendor/model-1/disable", headers=AUTH)
+
+    assert added.status_code == 200, added.text
+    assert disabled.status_code == 200, disabled.text
+    assert {"name": "vendor/model-1", "enabled": False} in disabled.json()["models"]
+
+
 def test_edited_catalog_keeps_the_learned_state(
     tmp_path, redis_url, redis_namespace, encoder, caplog
 ):
@@ -603,6 +615,31 @@ def test_prices_are_shared_and_changed_for_every_process(
     assert after.pop() > before.pop()
     assert len(digests) == 1
     assert any("frontier" in r.getMessage() for r in repriced)
+
+
+def test_file_models_join_once_the_store_answers(tmp_path, private_redis, encoder):
+    config = write_settings(tmp_path, private_redis.url, "late-start")
+    with TestClient(create_app(load_settings(config), encoder=encoder)) as client:
+        route(client)
+
+    edited = yaml.safe_load(config.read_text())
+    edited["catalog"] = [*reversed(CATALOG), NEW_MODEL]
+    config.write_text(yaml.safe_dump(edited))
+    private_redis.stop()
+    shared = [entry["name"] for entry in CATALOG] + [NEW_MODEL["name"]]
+    with TestClient(create_app(load_settings(config), encoder=encoder)) as client:
+        while_down = model_names(client)
+        private_redis.start()
+        deadline = time.monotonic() + WAIT_SECONDS
+        while model_names(client) != shared:
+            assert time.monotonic() < deadline, model_names(client)
+            time.sleep(0.1)
+        on_new = route(client, 1, allowed_models=[NEW_MODEL["name"]])
+
+    assert while_down == [entry["name"] for entry in reversed(CATALOG)] + [
+        NEW_MODEL["name"]
+    ]
+    assert on_new["model"] == NEW_MODEL["name"]
 
 
 def test_changed_prior_warns_of_the_earlier_state(

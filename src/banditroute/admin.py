@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from fastapi import APIRouter, FastAPI, Request
 from pydantic import BaseModel, ConfigDict, Field
 
+from banditroute.catalog import MODEL_NAME_PATTERN
 from banditroute.errors import BanditRouteError
 from banditroute.events import ControlEvent
 from banditroute.feedback import InvalidFieldError, RequestError
@@ -78,7 +79,7 @@ class ModelPrices(BaseModel):
 class NewModel(ModelPrices):
     """A model to add to the catalog, with its list prices."""
 
-    name: str = Field(min_length=1, max_length=200)
+    name: str = Field(min_length=1, max_length=200, pattern=MODEL_NAME_PATTERN)
 
 
 class BudgetChange(BaseModel):
@@ -123,7 +124,7 @@ def add_admin_endpoints(app: FastAPI) -> None:
             )
         return await _apply(service, ControlEvent("add_model", body.model_dump()))
 
-    @admin.post("/admin/models/{name}/disable", responses=ADMIN_ERROR_RESPONSES)
+    @admin.post("/admin/models/{name:path}/disable", responses=ADMIN_ERROR_RESPONSES)
     async def disable_model(name: str, request: Request) -> dict[str, Any]:
         """Stop routing to a model; its feedback is still accepted and learned."""
         service: Service = request.app.state.service
@@ -144,14 +145,14 @@ def add_admin_endpoints(app: FastAPI) -> None:
             )
         return await _apply(service, ControlEvent("disable_model", {"name": name}))
 
-    @admin.post("/admin/models/{name}/enable", responses=ADMIN_ERROR_RESPONSES)
+    @admin.post("/admin/models/{name:path}/enable", responses=ADMIN_ERROR_RESPONSES)
     async def enable_model(name: str, request: Request) -> dict[str, Any]:
         """Route to a disabled model again."""
         service: Service = request.app.state.service
         _check_known_model(service, name)
         return await _apply(service, ControlEvent("enable_model", {"name": name}))
 
-    @admin.put("/admin/models/{name}/prices", responses=ADMIN_ERROR_RESPONSES)
+    @admin.put("/admin/models/{name:path}/prices", responses=ADMIN_ERROR_RESPONSES)
     async def set_prices(
         name: str, body: ModelPrices, request: Request
     ) -> dict[str, Any]:

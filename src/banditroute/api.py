@@ -76,6 +76,8 @@ logger = logging.getLogger(__name__)
 REPLICA_STOP_TIMEOUT_SECONDS = 2.0
 SEED_WAIT_SECONDS = 5.0
 """Time a new service waits to apply the budget and rollout events it stored."""
+SETTINGS_SYNC_POLL_SECONDS = 0.5
+"""Poll interval of a service waiting for the store before it applies its file."""
 GAUGE_UPDATE_SECONDS = 1.0
 """Interval at which each process refreshes its posterior gauges."""
 
@@ -214,6 +216,9 @@ class Service:
     stats: ProcessStats = field(default_factory=ProcessStats)
     _digest: tuple[tuple[int, int], str] | None = None
     _gauge_task: asyncio.Task[None] | None = None
+    settings_sync: asyncio.Task[None] | None = None
+    """Task that applies the settings file to the shared state once the store
+    responds, when it did not respond at start."""
     outage_logged: bool = False
     """True once a request failed on the store, until one succeeds again."""
 
@@ -235,10 +240,11 @@ class Service:
         )
 
     async def stop(self) -> None:
-        if self._gauge_task is not None:
-            self._gauge_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._gauge_task
+        for task in (self._gauge_task, self.settings_sync):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         mark_process_dead()
         await self.batcher.stop()
         await _stop_replica(self.replica)
@@ -270,7 +276,7 @@ async def start_service(
     if store is None:
         store = _open_store(settings, features.dimension)
     # The replica rebuilds the policy on the shared state's catalog when it joins
-    # one; this catalog object stays the one every part of the service holds.
+    # one. It changes this catalog object in place, so every holder sees the change.
     catalog = file_catalog.copy()
     policy = ContextualThompsonSampling(
         catalog,
@@ -289,8 +295,18 @@ async def start_service(
     )
     await replica.start()
     await _warn_of_other_namespaces(settings, store, replica)
-    await _seed_controls(settings, store, replica, clock())
-    await _add_file_models(file_catalog, store, replica, clock())
+    settings_sync = None
+    if replica.caught_up:
+        await _apply_settings_file(settings, file_catalog, store, replica, clock)
+    else:
+        # The store did not respond, so the file's budget, rollout and new models
+        # join the shared state once the replica has caught up with it.
+        settings_sync = asyncio.create_task(
+            _apply_settings_file_when_caught_up(
+                settings, file_catalog, store, replica, clock
+            ),
+            name="settings-file-sync",
+        )
     router = Router(
         controls,
         default_cost_weight=settings.cost_weight,
@@ -325,10 +341,36 @@ async def start_service(
         clock=clock,
         started_at=clock(),
     )
+    service.settings_sync = settings_sync
     service.start_gauge_updates()
     _freeze_startup_objects()
     _log_start(service)
     return service
+
+
+async def _apply_settings_file(
+    settings: ServiceSettings,
+    file_catalog: Catalog,
+    store: Store,
+    replica: PosteriorReplica,
+    clock: Callable[[], float],
+) -> None:
+    """Bring the file's budget and rollout into a new stream, and its new models."""
+    await _seed_controls(settings, store, replica, clock())
+    await _add_file_models(file_catalog, store, replica, clock())
+
+
+async def _apply_settings_file_when_caught_up(
+    settings: ServiceSettings,
+    file_catalog: Catalog,
+    store: Store,
+    replica: PosteriorReplica,
+    clock: Callable[[], float],
+) -> None:
+    while not (replica.caught_up and replica.store_available):
+        await asyncio.sleep(SETTINGS_SYNC_POLL_SECONDS)
+    await _apply_settings_file(settings, file_catalog, store, replica, clock)
+    logger.info("Applied the settings file to the shared state once it responded.")
 
 
 async def _add_file_models(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,11 @@ from banditroute.errors import ConfigError, UnknownModelError
 
 TOKENS_PER_PRICE_UNIT = 1_000_000
 """Prices are quoted in USD per million tokens, as providers list them."""
+
+MODEL_NAME_PATTERN = r"^[^\s\x00-\x1f\x7f](?:[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f])?$"
+"""A model name: no control characters, and no whitespace at either end, so that
+names print on one log line and in metric labels, and ``" a"`` is never a second
+``"a"``."""
 
 
 @dataclass(frozen=True)
@@ -27,6 +33,11 @@ class ModelSpec:
     def __post_init__(self) -> None:
         if not self.name or not self.name.strip():
             raise ConfigError("A model name is empty; give every catalog entry a name.")
+        if re.fullmatch(MODEL_NAME_PATTERN, self.name) is None:
+            raise ConfigError(
+                f"Model name {self.name!r} is invalid; remove control characters "
+                "and whitespace at either end."
+            )
 
         for field in ("input_usd_per_mtok", "output_usd_per_mtok"):
             price = getattr(self, field)

@@ -163,6 +163,7 @@ class PosteriorReplica:
         """Times this replica dropped its posterior to join another shared state."""
         self._new_state_id = secrets.token_hex(8)
         self._bootstrapped = False
+        self._recovering = False
         self._persistence_checked = False
         self._outage_logged = False
         self._logged_skip_reasons: set[str] = set()
@@ -579,39 +580,85 @@ class PosteriorReplica:
     async def _check_reset(self, info: StreamInfo) -> None:
         """Follow the shared state when the store lost it.
 
-        When Redis restarts without persistence, the stream and the state id are
-        gone. The first process to notice starts the shared state again under its old
-        id, with its posterior, which contains the lost events, as the snapshot that
-        new processes start from. A process that finds another state id (one that a
-        process started after the loss created) drops its posterior and joins that
-        state, so that processes never split into two states. The count of entries
-        ever added falling while the id stays means the stream alone was deleted; the
-        posterior is then stored as the snapshot as well.
+        When Redis restarts without persistence, the stream, the snapshot and the
+        state id are gone. The processes that followed the state then recover it
+        together (``_recover``): the first posterior stored as the new snapshot is the
+        one every one of them continues from. A process that finds another state id,
+        which a process started after the loss created, drops its posterior and joins
+        that state. Either way, processes never split into two states. The count of
+        entries ever added falling while the id stays means the stream alone was
+        deleted, which is recovered in the same way.
         """
         lost = info.entries_added < self._entries_added_seen
         self._entries_added_seen = info.entries_added
-        if info.state_id == self.state_id and not lost:
+        kept = info.state_id == self.state_id
+        if kept and not lost and not self._recovering:
             return
 
         proposal = json.dumps(self.policy.catalog.to_prices())
         assert self.state_id is not None
         state_id, stored = await self.store.claim_state(self.state_id, proposal)
-        if state_id == self.state_id:
-            if self.applied_events == 0:
-                return
+        if state_id != self.state_id:
+            await self._join_other_state(state_id, stored)
+            return
+
+        if not self._recovering:
+            self._recovering = True
             logger.warning(
-                "The store %s lost data (%d stream entries added, the state id "
-                "%s). Storing this process's posterior (%d events applied, up to %s) "
-                "as the snapshot that new processes start from.",
+                "The store %s lost data (%d stream entries added, the state id %s). "
+                "This process offers its posterior (%d events applied, up to %s) as "
+                "the snapshot that the state continues from.",
                 self.store.description,
                 info.entries_added,
-                "kept" if info.state_id else "gone",
+                "kept" if kept else "gone",
                 self.applied_events,
                 self.last_event_id,
             )
-            await self._save_snapshot()
+        await self._recover()
+
+    async def _recover(self) -> None:
+        """Store this posterior as the snapshot unless one is stored, then continue
+        from the stored one.
+
+        Only the first posterior offered is stored, so every process of the state
+        ends up with the same one, even those that had applied more or fewer events
+        when the data was lost. Until a snapshot is stored (a process with nothing
+        applied offers none), each read tries again.
+        """
+        if self.applied_events > 0:
+            offered = await self._current_snapshot()
+            if await self.store.offer_snapshot(offered):
+                self.snapshots_saved += 1
+                self.last_snapshot_bytes = len(offered.state)
+
+        stored = await self.store.load_snapshot()
+        if stored is None:
+            return
+        self._recovering = False
+        own = (stored.last_event_id, stored.applied_events) == (
+            self.last_event_id,
+            self.applied_events,
+        )
+        if own:
+            logger.info(
+                "The shared state continues from this process's posterior (%d events "
+                "applied, up to %s).",
+                self.applied_events,
+                self.last_event_id,
+            )
             return
 
+        logger.warning(
+            "The shared state continues from another process's posterior (%d events "
+            "applied, up to %s); this process (%d events, up to %s) restores it.",
+            stored.applied_events,
+            stored.last_event_id,
+            self.applied_events,
+            self.last_event_id,
+        )
+        await self._restore(stored)
+
+    async def _join_other_state(self, state_id: str, stored: str) -> None:
         logger.warning(
             "The shared state in %s is now %s, which another process started after "
             "the store lost data. This process drops its posterior (%d events "
@@ -624,6 +671,7 @@ class PosteriorReplica:
         with self._lock:
             self._forget_state(shared)
         self.state_id = state_id
+        self._recovering = False
         await self._load_snapshot()
 
     def _consumed_events(self) -> int:
@@ -669,28 +717,27 @@ class PosteriorReplica:
         self._snapshot_slot = slot
         await self._save_snapshot()
 
-    async def _save_snapshot(self) -> None:
-        last_event_id = self.last_event_id
-        applied_events = self.applied_events
+    async def _current_snapshot(self) -> Snapshot:
+        """Encode the posterior, controls and catalog at the current position."""
         metadata = {
             "skipped_events": self.skipped_events,
             "missed_events": self.missed_events,
         }
         # Copying and encoding tens of MB runs in a worker thread so that requests
-        # keep being served. Only this task applies events, and it waits here, so the
-        # copy matches last_event_id. Routing meanwhile only reads the posterior.
+        # keep being served. Only this task applies events and changes the catalog,
+        # and it waits here, so the copy and the catalog match last_event_id.
+        # Routing meanwhile only reads the posterior.
         payload = await asyncio.to_thread(lambda: self._encode_snapshot(metadata))
-
-        # Only this task changes the catalog, and it waits here, so the catalog
-        # matches the encoded state.
-        catalog = json.dumps(self.policy.catalog.to_prices())
-        snapshot = Snapshot(
+        return Snapshot(
             payload,
-            last_event_id,
-            applied_events,
-            catalog=catalog,
+            self.last_event_id,
+            self.applied_events,
+            catalog=json.dumps(self.policy.catalog.to_prices()),
             state_id=self.state_id or "",
         )
+
+    async def _save_snapshot(self) -> None:
+        snapshot = await self._current_snapshot()
         saved = await self.store.save_snapshot(
             snapshot, lock_ttl_ms=self.snapshot_lock_ms
         )
@@ -698,14 +745,16 @@ class PosteriorReplica:
             return
 
         self.snapshots_saved += 1
-        self.last_snapshot_bytes = len(payload)
-        trimmed = await self.store.trim_events(self._trim_before(last_event_id))
+        self.last_snapshot_bytes = len(snapshot.state)
+        trimmed = await self.store.trim_events(
+            self._trim_before(snapshot.last_event_id)
+        )
         logger.info(
             "Stored a snapshot at event %s (%d events applied, %d bytes); trimmed %d "
             "older stream entries.",
-            last_event_id,
-            applied_events,
-            len(payload),
+            snapshot.last_event_id,
+            snapshot.applied_events,
+            len(snapshot.state),
             trimmed,
         )
 

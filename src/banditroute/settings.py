@@ -33,7 +33,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from banditroute.catalog import Catalog, ModelSpec
+from banditroute.catalog import MODEL_NAME_PATTERN, Catalog, ModelSpec
 from banditroute.control_state import ControlState, RolloutSetting
 from banditroute.encoder import DEFAULT_ENCODER_MODEL, available_cpu_count
 from banditroute.errors import ConfigError
@@ -56,7 +56,7 @@ class CatalogEntry(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1)
+    name: str = Field(min_length=1, pattern=MODEL_NAME_PATTERN)
     input_usd_per_mtok: float = Field(ge=0, allow_inf_nan=False)
     output_usd_per_mtok: float = Field(ge=0, allow_inf_nan=False)
 

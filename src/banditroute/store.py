@@ -258,6 +258,15 @@ class Store(ABC):
         """
 
     @abstractmethod
+    async def offer_snapshot(self, snapshot: Snapshot) -> bool:
+        """Store ``snapshot`` unless a snapshot is stored; return whether it was.
+
+        Used after the store lost its data: of the processes that offer their
+        posterior, exactly one is stored, and the others restore it. The snapshot's
+        state id must match the stored one, as in ``save_snapshot``.
+        """
+
+    @abstractmethod
     async def load_snapshot(self) -> Snapshot | None:
         """Return the newest stored snapshot, or None if there is none."""
 
@@ -393,6 +402,17 @@ class MemoryStore(Store):
         if stored is not None and stream_id_order(
             stored.last_event_id
         ) >= stream_id_order(snapshot.last_event_id):
+            return False
+        self._snapshot = snapshot
+        if snapshot.catalog:
+            self._catalog = snapshot.catalog
+        return True
+
+    async def offer_snapshot(self, snapshot: Snapshot) -> bool:
+        self._check_open()
+        if snapshot.state_id and snapshot.state_id != self._state_id:
+            return False
+        if self._snapshot is not None:
             return False
         self._snapshot = snapshot
         if snapshot.catalog:
@@ -554,14 +574,18 @@ return {length, added or length, first_id, last_id, state_id}
 # ARGV[1]: the serialized state. ARGV[2]: id of the last entry the state includes.
 # ARGV[3]: number of events applied to the state. ARGV[4]: the state's catalog, or ''.
 # ARGV[5]: id of the state the snapshot belongs to, or '' to skip that check.
+# ARGV[6]: '1' to store only when no snapshot is stored.
 # Returns 1 when stored, 0 when the state id differs or the stored snapshot is not
-# older.
+# older (or exists, with ARGV[6]).
 _SAVE_SNAPSHOT_SCRIPT = """
 local function order(stream_id)
     local milliseconds, sequence = string.match(stream_id, '^(%d+)-(%d+)$')
     return tonumber(milliseconds), tonumber(sequence)
 end
 if ARGV[5] ~= '' and redis.call('GET', KEYS[3]) ~= ARGV[5] then
+    return 0
+end
+if ARGV[6] == '1' and redis.call('EXISTS', KEYS[1]) == 1 then
     return 0
 end
 local stored_id = redis.call('HGET', KEYS[1], 'last_event_id')
@@ -754,14 +778,23 @@ class RedisStore(Store):
         if not locked:
             return False
 
+        return await self._store_snapshot(snapshot, only_if_absent=False)
+
+    async def offer_snapshot(self, snapshot: Snapshot) -> bool:
+        return await self._store_snapshot(snapshot, only_if_absent=True)
+
+    async def _store_snapshot(
+        self, snapshot: Snapshot, *, only_if_absent: bool
+    ) -> bool:
+        keys = [self._snapshot_key, self._catalog_key, self._state_id_key]
         arguments: list[Any] = [
             snapshot.state,
             snapshot.last_event_id,
             snapshot.applied_events,
             snapshot.catalog,
             snapshot.state_id,
+            "1" if only_if_absent else "0",
         ]
-        keys = [self._snapshot_key, self._catalog_key, self._state_id_key]
         stored = await self._run(
             "storing a snapshot",
             lambda: self._save_script(keys=keys, args=arguments),
