@@ -244,7 +244,7 @@ class Store(ABC):
         When the store contains no state id, ``state_id`` and ``catalog`` (JSON) become
         the shared state's. Every process builds its policy from the stored catalog,
         so that model indices and prices agree across processes whatever their own
-        settings files say. A stored snapshot replaces the catalog with its own.
+        settings files list. A stored snapshot replaces the catalog with its own.
         """
 
     @abstractmethod
