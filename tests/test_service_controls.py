@@ -142,6 +142,7 @@ def test_admin_endpoints_reject_a_wrong_key(apps):
 
     assert response.status_code == 401
     assert response.json()["error"] == "unauthorized"
+    assert response.headers["www-authenticate"] == "Bearer"
 
 
 @pytest.mark.parametrize(

@@ -96,6 +96,9 @@ def error_response(error: Exception, request: Request | None = None) -> JSONResp
             field=error.field,
             value=_json_value(error.value),
         )
+        if status == 401:
+            # RFC 9110 asks a 401 to name the scheme the client should use.
+            headers["WWW-Authenticate"] = "Bearer"
     elif isinstance(error, RequestValidationError):
         status, body = 422, _validation_error_body(error)
     elif isinstance(error, StoreUnavailable):
