@@ -398,6 +398,17 @@ async def _add_file_models(
             for model in file_catalog
             if model.name in catalog and model not in catalog.models
         ]
+        disabled = [
+            model.name
+            for model in file_catalog
+            if model.name in catalog and model.name not in catalog.enabled_names()
+        ]
+    if disabled:
+        logger.info(
+            "The settings file lists %s, which the shared state has disabled; POST "
+            "/admin/reload enables them.",
+            disabled,
+        )
     if unlisted:
         logger.info(
             "The shared state routes to %s, which the settings file does not list; "
