@@ -600,8 +600,10 @@ async def test_replicas_of_one_state_agree_after_data_loss(private_redis, behind
     await store.close()
 
     first_count = 10 if behind_first else 13
+    restored = ahead if behind_first else behind
     assert behind.applied_events == ahead.applied_events == first_count + 4
     assert behind.digest() == ahead.digest()
+    assert restored.replacements == 1
 
 
 # Snapshot encoding.

@@ -187,6 +187,7 @@ def test_admin_endpoints_are_off_without_a_key(tmp_path, redis_url, redis_namesp
         ("/admin/models", HUGE_PRICE, 422, "input_usd_per_mtok"),
         ("/admin/models", {**NEW_MODEL, "name": " mid"}, 422, "name"),
         ("/admin/models", {**NEW_MODEL, "name": "a\nb"}, 422, "name"),
+        ("/admin/models", {**NEW_MODEL, "name": "zero\u200bwidth"}, 422, "name"),
     ],
 )  # fmt: skip
 def test_invalid_admin_change_names_the_field(apps, path, body, status, field):

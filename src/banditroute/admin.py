@@ -16,13 +16,12 @@ from typing import TYPE_CHECKING, Any
 from fastapi import APIRouter, FastAPI, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from banditroute.catalog import MODEL_NAME_PATTERN
 from banditroute.errors import BanditRouteError
 from banditroute.events import ControlEvent
 from banditroute.feedback import InvalidFieldError, RequestError
 from banditroute.json_body import StrictJSONRoute
 from banditroute.schemas import ERROR_RESPONSES, MAX_COST_USD
-from banditroute.settings import load_settings
+from banditroute.settings import ModelName, load_settings
 
 if TYPE_CHECKING:
     from banditroute.api import Service
@@ -79,7 +78,7 @@ class ModelPrices(BaseModel):
 class NewModel(ModelPrices):
     """A model to add to the catalog, with its list prices."""
 
-    name: str = Field(min_length=1, max_length=200, pattern=MODEL_NAME_PATTERN)
+    name: ModelName = Field(max_length=200)
 
 
 class BudgetChange(BaseModel):

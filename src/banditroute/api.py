@@ -220,14 +220,14 @@ class Service:
     _digest: tuple[tuple[int, int], str] | None = None
     _gauge_task: asyncio.Task[None] | None = None
     settings_sync: asyncio.Task[None] | None = None
-    """Task that applies the settings file to the shared state once the store
-    responds, when it did not respond at start."""
+    """Task that applies the settings file to each shared state this process joins
+    after its start."""
     outage_logged: bool = False
     """True once a request failed on the store, until one succeeds again."""
 
     def digest(self) -> str:
         """Return the replica's posterior digest, recomputed only after new events."""
-        version = (self.replica.resets, self.replica.applied_events)
+        version = (self.replica.replacements, self.replica.applied_events)
         if self._digest is None or self._digest[0] != version:
             self._digest = (version, self.replica.digest())
         return self._digest[1]
@@ -298,18 +298,18 @@ async def start_service(
     )
     await replica.start()
     await _warn_of_other_namespaces(settings, store, replica)
-    settings_sync = None
+    applied_for = None
     if replica.caught_up:
         await _apply_settings_file(settings, file_catalog, store, replica, clock)
-    else:
-        # The store did not respond, so the file's budget, rollout and new models
-        # join the shared state once the replica has caught up with it.
-        settings_sync = asyncio.create_task(
-            _apply_settings_file_when_caught_up(
-                settings, file_catalog, store, replica, clock
-            ),
-            name="settings-file-sync",
-        )
+        applied_for = replica.resets
+    # When the store did not respond, or when this process later joins a state that
+    # another process started, the file is applied once the replica has caught up.
+    settings_sync = asyncio.create_task(
+        _apply_settings_file_on_join(
+            settings, file_catalog, store, replica, clock, applied_for
+        ),
+        name="settings-file-sync",
+    )
     router = Router(
         controls,
         default_cost_weight=settings.cost_weight,
@@ -363,17 +363,30 @@ async def _apply_settings_file(
     await _add_file_models(file_catalog, store, replica, clock())
 
 
-async def _apply_settings_file_when_caught_up(
+async def _apply_settings_file_on_join(
     settings: ServiceSettings,
     file_catalog: Catalog,
     store: Store,
     replica: PosteriorReplica,
     clock: Callable[[], float],
+    applied_for: int | None,
 ) -> None:
-    while not (replica.caught_up and replica.store_available):
+    """Apply the settings file each time the replica has caught up with a state it
+    joined: after a start without the store, and after it dropped its posterior to
+    join a state that another process started. ``applied_for`` is the replica's
+    ``resets`` count the file was last applied for, None if it never was."""
+    while True:
         await asyncio.sleep(SETTINGS_SYNC_POLL_SECONDS)
-    await _apply_settings_file(settings, file_catalog, store, replica, clock)
-    logger.info("Applied the settings file to the shared state once it responded.")
+        ready = replica.caught_up and replica.store_available
+        if not ready or replica.resets == applied_for:
+            continue
+        try:
+            await _apply_settings_file(settings, file_catalog, store, replica, clock)
+        except Exception:
+            logger.exception("Applying the settings file to the shared state failed")
+            continue
+        applied_for = replica.resets
+        logger.info("Applied the settings file to the shared state it joined.")
 
 
 async def _add_file_models(

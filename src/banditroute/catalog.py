@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-import re
+import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,10 +16,26 @@ from banditroute.errors import ConfigError, UnknownModelError
 TOKENS_PER_PRICE_UNIT = 1_000_000
 """Prices are quoted in USD per million tokens, as providers list them."""
 
-MODEL_NAME_PATTERN = r"^[^\s\x00-\x1f\x7f](?:[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f])?$"
-"""A model name: no control characters, and no whitespace at either end, so that
-names print on one log line and in metric labels, and ``" a"`` is never a second
-``"a"``."""
+
+def check_model_name(name: str) -> str:
+    """Return ``name`` if it can name a model; raise ValueError saying why not.
+
+    A name has no whitespace at either end and no control, format or line-separator
+    character, so that it prints on one log line and in a metric label, and ``" a"``
+    is never a second ``"a"``.
+    """
+    if not name.strip():
+        raise ValueError("a model name must not be empty or only whitespace")
+    if name != name.strip():
+        raise ValueError(f"model name {name!r} has whitespace at an end; remove it")
+    for character in name:
+        category = unicodedata.category(character)
+        if category.startswith("C") or category in ("Zl", "Zp"):
+            raise ValueError(
+                f"model name {name!r} contains the control or format character "
+                f"U+{ord(character):04X}; remove it"
+            )
+    return name
 
 
 @dataclass(frozen=True)
@@ -33,11 +49,10 @@ class ModelSpec:
     def __post_init__(self) -> None:
         if not self.name or not self.name.strip():
             raise ConfigError("A model name is empty; give every catalog entry a name.")
-        if re.fullmatch(MODEL_NAME_PATTERN, self.name) is None:
-            raise ConfigError(
-                f"Model name {self.name!r} is invalid; remove control characters "
-                "and whitespace at either end."
-            )
+        try:
+            check_model_name(self.name)
+        except ValueError as error:
+            raise ConfigError(f"{str(error).capitalize()}.") from None
 
         for field in ("input_usd_per_mtok", "output_usd_per_mtok"):
             price = getattr(self, field)

@@ -161,6 +161,9 @@ class PosteriorReplica:
         """Id of the shared state this replica follows, once it joined one."""
         self.resets = 0
         """Times this replica dropped its posterior to join another shared state."""
+        self.replacements = 0
+        """Times the posterior was replaced other than by applying events: snapshot
+        restores and resets. With ``applied_events`` it tells two states apart."""
         self._new_state_id = secrets.token_hex(8)
         self._bootstrapped = False
         self._recovering = False
@@ -384,6 +387,7 @@ class PosteriorReplica:
         self.recent_skips.clear()
         self._logged_skip_reasons.clear()
         self.resets += 1
+        self.replacements += 1
 
     async def _read_once(self, *, block_ms: int) -> None:
         info = await self.store.stream_info()
@@ -695,6 +699,7 @@ class PosteriorReplica:
                     f"The stored snapshot does not fit the policy: {error}"
                 ) from error
 
+        self.replacements += 1
         self.applied_events = snapshot.applied_events
         self.skipped_events = int(metadata.get("skipped_events", 0))
         self.missed_events = int(metadata.get("missed_events", 0))

@@ -15,11 +15,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -33,7 +34,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from banditroute.catalog import MODEL_NAME_PATTERN, Catalog, ModelSpec
+from banditroute.catalog import Catalog, ModelSpec, check_model_name
 from banditroute.control_state import ControlState, RolloutSetting
 from banditroute.encoder import DEFAULT_ENCODER_MODEL, available_cpu_count
 from banditroute.errors import ConfigError
@@ -51,12 +52,16 @@ DEFAULT_CONFIG_PATH = Path("config") / "service.yaml"
 _config_path: ContextVar[Path | None] = ContextVar("config_path", default=None)
 
 
+ModelName = Annotated[str, Field(min_length=1), AfterValidator(check_model_name)]
+"""A model name as ``check_model_name`` accepts it."""
+
+
 class CatalogEntry(BaseModel):
     """One routable model and its list prices in USD per million tokens."""
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, pattern=MODEL_NAME_PATTERN)
+    name: ModelName
     input_usd_per_mtok: float = Field(ge=0, allow_inf_nan=False)
     output_usd_per_mtok: float = Field(ge=0, allow_inf_nan=False)
 
