@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from banditroute.catalog import Catalog, ModelSpec
+from banditroute.catalog import Catalog, ModelSpec, catalog_changes
 from banditroute.cost import CostModel
 from banditroute.errors import ConfigError
 from banditroute.policies import ContextualThompsonSampling
@@ -270,3 +270,26 @@ def test_encoded_snapshot_after_add_model_round_trips():
 
     assert state_digest(copy.snapshot()) == state_digest(policy.snapshot())
     assert copy.catalog.names[-1] == "cheap-large"
+
+
+def test_catalog_changes_to_a_wanted_catalog():
+    current = Catalog(
+        [ModelSpec("a", 1.0, 2.0), ModelSpec("b", 1.0, 2.0), ModelSpec("c", 1.0, 2.0)]
+    )
+    current.disable("b")
+    wanted = Catalog(
+        [ModelSpec("b", 1.0, 2.0), ModelSpec("a", 5.0, 2.0), ModelSpec("d", 0.1, 0.2)]
+    )
+
+    changes = catalog_changes(current, wanted)
+
+    assert changes.to_add == (ModelSpec("d", 0.1, 0.2),)
+    assert changes.to_enable == ("b",)
+    assert changes.to_reprice == (ModelSpec("a", 5.0, 2.0),)
+    assert changes.to_disable == ("c",)
+
+
+def test_model_spec_arguments_round_trip():
+    model = ModelSpec("vendor/model", 0.5, 1.5)
+
+    assert ModelSpec.from_arguments(model.to_arguments()) == model

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from fastapi import APIRouter, FastAPI, Request
 from pydantic import BaseModel, ConfigDict, Field
 
+from banditroute.catalog import catalog_changes
 from banditroute.errors import BanditRouteError
 from banditroute.events import ControlEvent
 from banditroute.feedback import InvalidFieldError, RequestError
@@ -272,20 +273,18 @@ def _reload_events(service: Service) -> list[ControlEvent]:
             f"The settings file cannot be loaded: {error}", field="settings"
         ) from error
 
-    events = []
-    catalog = service.catalog
-    file_models = {entry.name: entry for entry in settings.catalog}
-    for name, entry in file_models.items():
-        if name not in catalog:
-            events.append(ControlEvent("add_model", entry.model_dump()))
-            continue
-        if not catalog.enabled[catalog.index(name)]:
-            events.append(ControlEvent("enable_model", {"name": name}))
-        if entry.to_spec() != catalog.models[catalog.index(name)]:
-            events.append(ControlEvent("set_prices", entry.model_dump()))
-    for name in catalog.enabled_names():
-        if name not in file_models:
-            events.append(ControlEvent("disable_model", {"name": name}))
+    file_catalog = settings.build_catalog()
+    with service.replica.reading() as policy:
+        changes = catalog_changes(policy.catalog, file_catalog)
+    events = [
+        ControlEvent("add_model", model.to_arguments()) for model in changes.to_add
+    ]
+    for name in changes.to_enable:
+        events.append(ControlEvent("enable_model", {"name": name}))
+    for model in changes.to_reprice:
+        events.append(ControlEvent("set_prices", model.to_arguments()))
+    for name in changes.to_disable:
+        events.append(ControlEvent("disable_model", {"name": name}))
 
     controls = service.controls
     target = settings.budget.target_cost_usd
@@ -297,7 +296,9 @@ def _reload_events(service: Service) -> list[ControlEvent]:
     rollout = settings.rollout
     # The reload enables exactly the file's models, so the default is checked
     # against them.
-    _check_rollout(service, rollout.share, rollout.default_model, list(file_models))
+    _check_rollout(
+        service, rollout.share, rollout.default_model, list(file_catalog.names)
+    )
     current_share = controls.rollout_share if controls.rollout_default else None
     if (rollout.share, rollout.default_model) != (
         current_share,

@@ -32,7 +32,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from banditroute.admin import add_admin_endpoints
 from banditroute.batcher import EncodingBatcher
-from banditroute.catalog import Catalog
+from banditroute.catalog import Catalog, catalog_changes
 from banditroute.control_state import ControlState
 from banditroute.encoder import Encoder
 from banditroute.errors import (
@@ -401,50 +401,31 @@ async def _add_file_models(
     if not replica.store_available:
         return
     with replica.reading() as policy:
-        catalog = policy.catalog
-        missing = [model for model in file_catalog if model.name not in catalog]
-        unlisted = [
-            name for name in catalog.enabled_names() if name not in file_catalog
-        ]
-        repriced = [
-            model.name
-            for model in file_catalog
-            if model.name in catalog and model not in catalog.models
-        ]
-        disabled = [
-            model.name
-            for model in file_catalog
-            if model.name in catalog and model.name not in catalog.enabled_names()
-        ]
-    if disabled:
+        changes = catalog_changes(policy.catalog, file_catalog)
+    if changes.to_enable:
         logger.info(
             "The settings file lists %s, which the shared state has disabled; POST "
             "/admin/reload enables them.",
-            disabled,
+            list(changes.to_enable),
         )
-    if unlisted:
+    if changes.to_disable:
         logger.info(
             "The shared state routes to %s, which the settings file does not list; "
             "POST /admin/reload disables them.",
-            unlisted,
+            list(changes.to_disable),
         )
-    if repriced:
+    if changes.to_reprice:
         logger.warning(
             "The settings file prices %s differently from the shared state, whose "
             "prices apply in every process; POST /admin/reload applies the file's.",
-            repriced,
+            [model.name for model in changes.to_reprice],
         )
 
     event_id = None
     try:
-        for model in missing:
-            arguments = {
-                "name": model.name,
-                "input_usd_per_mtok": model.input_usd_per_mtok,
-                "output_usd_per_mtok": model.output_usd_per_mtok,
-            }
+        for model in changes.to_add:
             event_id = await store.append_control(
-                ControlEvent("add_model", arguments, issued_at=now)
+                ControlEvent("add_model", model.to_arguments(), issued_at=now)
             )
     except StoreUnavailable as error:
         logger.warning("The settings file's new models were not added: %s", error)
@@ -452,7 +433,7 @@ async def _add_file_models(
     if event_id is not None:
         logger.info(
             "Added the settings file's models %s to the shared state.",
-            [model.name for model in missing],
+            [model.name for model in changes.to_add],
         )
         await replica.wait_for(event_id, SEED_WAIT_SECONDS)
 

@@ -8,6 +8,7 @@ import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -61,6 +62,23 @@ class ModelSpec:
                     f"Model {self.name!r} has {field}={price!r}; "
                     "prices must be finite and non-negative."
                 )
+
+    def to_arguments(self) -> dict[str, str | float]:
+        """Return the name and prices as the arguments of a control event."""
+        return {
+            "name": self.name,
+            "input_usd_per_mtok": self.input_usd_per_mtok,
+            "output_usd_per_mtok": self.output_usd_per_mtok,
+        }
+
+    @classmethod
+    def from_arguments(cls, arguments: Mapping[str, Any]) -> ModelSpec:
+        """Build a model from the arguments of an add or set-prices control event."""
+        return cls(
+            str(arguments["name"]),
+            float(arguments["input_usd_per_mtok"]),
+            float(arguments["output_usd_per_mtok"]),
+        )
 
 
 class Catalog:
@@ -241,3 +259,35 @@ class Catalog:
                 f"The price file {path} must hold a JSON object keyed by model name."
             )
         return cls.from_prices(prices)
+
+
+@dataclass(frozen=True)
+class CatalogChanges:
+    """What it takes to bring a current catalog to a wanted one (a settings file's).
+
+    Models are never removed, so a model the wanted catalog does not list is
+    disabled instead.
+    """
+
+    to_add: tuple[ModelSpec, ...]
+    """Wanted models the current catalog lacks."""
+    to_enable: tuple[str, ...]
+    """Wanted models that the current catalog has disabled."""
+    to_reprice: tuple[ModelSpec, ...]
+    """Wanted models, at their wanted prices, that the current catalog prices
+    otherwise."""
+    to_disable: tuple[str, ...]
+    """Enabled models of the current catalog that the wanted one does not list."""
+
+
+def catalog_changes(current: Catalog, wanted: Catalog) -> CatalogChanges:
+    """Return the additions, enables, price changes and disables from ``current``
+    to ``wanted``."""
+    listed = [model for model in wanted if model.name in current]
+    enabled = current.enabled_names()
+    return CatalogChanges(
+        to_add=tuple(model for model in wanted if model.name not in current),
+        to_enable=tuple(model.name for model in listed if model.name not in enabled),
+        to_reprice=tuple(model for model in listed if model not in current.models),
+        to_disable=tuple(name for name in enabled if name not in wanted),
+    )

@@ -100,7 +100,6 @@ class PosteriorReplica:
         retry_max_seconds: float = 1.0,
         read_interval_seconds: float = 0.005,
         controls: ControlState | None = None,
-        new_state_catalog: Catalog | None = None,
     ) -> None:
         for name, value in (
             ("snapshot_every", snapshot_every),
@@ -134,8 +133,9 @@ class PosteriorReplica:
         self.read_interval_seconds = read_interval_seconds
         self.controls = controls
         """Budget pacing, model breakers and rollout, kept from the same events."""
-        self.new_state_catalog = (new_state_catalog or policy.catalog).copy()
-        """Catalog of a new shared state, if this replica is the one to start it."""
+        self.new_state_catalog = policy.catalog.copy()
+        """The policy's catalog at construction: that of a new shared state, if this
+        replica is the one to start it."""
 
         self.applied_events = 0
         """Events applied to the posterior since the stream began: its version."""
@@ -413,13 +413,13 @@ class PosteriorReplica:
     async def _apply_entries(
         self, entries: list[tuple[str, StreamEvent | None]]
     ) -> None:
-        if entries:
-            await asyncio.to_thread(self._apply_in_order, entries)
+        if not entries:
+            return
 
-        if entries:
-            self.last_update_time = self.clock()
-            self._progress.set()
-            self._progress = asyncio.Event()
+        await asyncio.to_thread(self._apply_in_order, entries)
+        self.last_update_time = self.clock()
+        self._progress.set()
+        self._progress = asyncio.Event()
 
     def _apply_in_order(self, entries: list[tuple[str, StreamEvent | None]]) -> None:
         # The lock is taken per event, so that a decision waits for one event at most.
@@ -508,26 +508,14 @@ class PosteriorReplica:
         assert self.controls is not None
         arguments = event.arguments
         if event.action == "add_model":
-            self.policy.add_model(
-                ModelSpec(
-                    str(arguments["name"]),
-                    float(arguments["input_usd_per_mtok"]),
-                    float(arguments["output_usd_per_mtok"]),
-                )
-            )
+            self.policy.add_model(ModelSpec.from_arguments(arguments))
             self.controls.add_model()
         elif event.action == "disable_model":
             self.policy.disable_model(str(arguments["name"]))
         elif event.action == "enable_model":
             self.policy.enable_model(str(arguments["name"]))
         elif event.action == "set_prices":
-            self.policy.catalog.set_prices(
-                ModelSpec(
-                    str(arguments["name"]),
-                    float(arguments["input_usd_per_mtok"]),
-                    float(arguments["output_usd_per_mtok"]),
-                )
-            )
+            self.policy.catalog.set_prices(ModelSpec.from_arguments(arguments))
         else:
             self.controls.apply_control(event)
         logger.info("Applied control event %s %s", event.action, dict(arguments))
