@@ -1,7 +1,7 @@
 """Replay budget pacing, model health checks and gradual rollout on the routing logs.
 
 Each subcommand replays contextual Thompson sampling with one control on the
-multitask and AlpacaEval logs (``LOGS`` below, beside the project), prints its
+multitask and AlpacaEval logs (``DATA_DIR``, beside the project), prints its
 figures and writes a plot into --out:
 
     python experiments/bench_controls.py pacing  [--seeds 5]
@@ -24,18 +24,15 @@ from pathlib import Path
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from replay_inputs import DATA_DIR, load_log_and_contexts
 from scipy import stats
 
 from banditroute.controls import ControlSettings
-from banditroute.embedding_cache import EmbeddingCache, default_cache_path
-from banditroute.encoder import Encoder
-from banditroute.features import FeatureBuilder
 from banditroute.health import HealthSettings
 from banditroute.replay import ReplayResult, ReplaySettings, replay
 from banditroute.report import control_markdown, control_summaries
-from banditroute.routing_log import RoutingLog, read_routing_log
+from banditroute.routing_log import RoutingLog
 
-LOGS = Path(__file__).resolve().parents[2] / "shared" / "data"
 LOG_NAMES = ("multitask", "alpacaeval")
 POLICY = "thompson"
 
@@ -72,11 +69,7 @@ class LoadedLog:
 
 def load(name: str, jobs: int = 1) -> LoadedLog:
     """Read one routing log and build its contexts through the embedding cache."""
-    log = read_routing_log(LOGS / name / "routing-log.jsonl.gz")
-    encoder = Encoder()
-    with EmbeddingCache(default_cache_path()) as cache:
-        embeddings = cache.get_or_encode(encoder, log.prompts)
-    contexts = FeatureBuilder(encoder.dimension).build(embeddings.vectors)
+    log, contexts = load_log_and_contexts(DATA_DIR / name / "routing-log.jsonl.gz")
     return LoadedLog(name, log, contexts, jobs)
 
 
@@ -459,8 +452,10 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1, help="worker processes")
     args = parser.parse_args()
 
-    if not LOGS.is_dir():
-        sys.exit(f"The routing logs are not in {LOGS}; put them beside the project.")
+    if not DATA_DIR.is_dir():
+        sys.exit(
+            f"The routing logs are not in {DATA_DIR}; put them beside the project."
+        )
     logging.basicConfig(level=logging.WARNING)
     # Every cooldown of the failing model is logged; the tables report them.
     logging.getLogger("banditroute.health").setLevel(logging.ERROR)
