@@ -214,7 +214,7 @@ def test_unknown_decision_is_not_found(recorder):
     assert raised.value.value == unknown_id
 
 
-def test_malformed_decision_id_is_not_found_without_the_store(recorder, store):
+def test_malformed_id_skips_store_lookup(recorder, store):
     # A closed store raises StoreUnavailable on every call, so reaching it would fail.
     asyncio.run(store.close())
     report = FeedbackReport(

@@ -512,9 +512,7 @@ async def test_replica_builds_its_policy_on_the_shared_catalog(store_factory):
     assert second.digest() == first.digest()
 
 
-async def test_replica_started_while_redis_is_down_joins_the_shared_catalog(
-    private_redis,
-):
+async def test_late_replica_joins_shared_catalog(private_redis):
     store = RedisStore(private_redis.url, namespace="test", socket_timeout=0.5)
     reference = PosteriorReplica(make_policy(), store)
     await reference.start()

@@ -97,7 +97,7 @@ def error_response(error: Exception, request: Request | None = None) -> JSONResp
             value=_json_value(error.value),
         )
         if status == 401:
-            # RFC 9110 asks a 401 to name the scheme the client should use.
+            # A 401 response names the authentication scheme the client must use.
             headers["WWW-Authenticate"] = "Bearer"
     elif isinstance(error, RequestValidationError):
         status, body = 422, _validation_error_body(error)
@@ -279,7 +279,8 @@ async def start_service(
     if store is None:
         store = _open_store(settings, features.dimension)
     # The replica rebuilds the policy on the shared state's catalog when it joins
-    # one. It changes this catalog object in place, so every holder sees the change.
+    # one. It changes this catalog object in place, so every part of the service
+    # that holds it reads the shared models.
     catalog = file_catalog.copy()
     policy = ContextualThompsonSampling(
         catalog,

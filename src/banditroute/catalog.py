@@ -263,7 +263,7 @@ class Catalog:
 
 @dataclass(frozen=True)
 class CatalogChanges:
-    """What it takes to bring a current catalog to a wanted one (a settings file's).
+    """The changes that bring a current catalog to a wanted one (a settings file's).
 
     Models are never removed, so a model the wanted catalog does not list is
     disabled instead.

@@ -163,7 +163,7 @@ class PosteriorReplica:
         """Times this replica dropped its posterior to join another shared state."""
         self.replacements = 0
         """Times the posterior was replaced other than by applying events: snapshot
-        restores and resets. With ``applied_events`` it tells two states apart."""
+        restores and resets. With ``applied_events`` it distinguishes two states."""
         self._new_state_id = secrets.token_hex(8)
         self._bootstrapped = False
         self._recovering = False
@@ -583,8 +583,8 @@ class PosteriorReplica:
         """
         lost = info.entries_added < self._entries_added_seen
         self._entries_added_seen = info.entries_added
-        kept = info.state_id == self.state_id
-        if kept and not lost and not self._recovering:
+        id_kept = info.state_id == self.state_id
+        if id_kept and not lost and not self._recovering:
             return
 
         proposal = json.dumps(self.policy.catalog.to_prices())
@@ -602,7 +602,7 @@ class PosteriorReplica:
                 "the snapshot that the state continues from.",
                 self.store.description,
                 info.entries_added,
-                "kept" if kept else "gone",
+                "kept" if id_kept else "gone",
                 self.applied_events,
                 self.last_event_id,
             )

@@ -213,7 +213,7 @@ class ContextualThompsonSampling(Policy):
     def reset(self, models: Iterable[ModelSpec]) -> None:
         """Forget everything learned and start from the prior with ``models``.
 
-        The catalog object is changed in place, so every holder of it sees the new
+        The catalog object is changed in place, so every holder of it reads the new
         models.
         """
         self.catalog.reset(models)
